@@ -1,0 +1,83 @@
+"""squid-mesh: an embedded durable workflow runtime on your own SQLite or PostgreSQL database.
+
+Example:
+    >>> import squid_mesh as sm
+    >>> wf = sm.Workflow("greet", version="1")
+    >>> @wf.step()
+    ... def hello(input, ctx):
+    ...     return {"greeting": "hello " + input["name"]}
+    >>> wf.transition("hello", to=sm.COMPLETE)
+    >>> mesh = sm.connect("sqlite:///:memory:", workflows=[wf])
+    >>> mesh.migrate()
+    >>> run = mesh.start("greet", {"name": "ann"})
+    >>> while mesh.execute_next(owner_id="worker-1"):
+    ...     pass
+    >>> mesh.inspect_run(run.id).status
+    <RunStatus.COMPLETED: 'completed'>
+"""
+
+from squid_mesh.definition.conditions import Condition
+from squid_mesh.definition.outcomes import Fail, Retry
+from squid_mesh.definition.payload import Field
+from squid_mesh.definition.retry import Backoff, RetryPolicy
+from squid_mesh.definition.triggers import Cron, Manual
+from squid_mesh.definition.workflow import COMPLETE, Workflow
+from squid_mesh.engine.context import StepContext
+from squid_mesh.engine.core import Execution, Problem
+from squid_mesh.engine.entropy import SeededEntropy, SystemEntropy
+from squid_mesh.errors import (
+    DefinitionError,
+    IdempotencyConflictError,
+    InputMappingError,
+    InvalidOptionError,
+    LeaseLostError,
+    PayloadError,
+    RunFinishedError,
+    RunNotFoundError,
+    SquidMeshError,
+    StoreError,
+    UnknownWorkflowError,
+)
+from squid_mesh.journal.fold import AttemptStatus, RunStatus
+from squid_mesh.mesh import Mesh, connect
+from squid_mesh.read.snapshot import AttemptView, HistoryEntry, RunSnapshot, StepView
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "COMPLETE",
+    "AttemptStatus",
+    "AttemptView",
+    "Backoff",
+    "Condition",
+    "Cron",
+    "DefinitionError",
+    "Execution",
+    "Fail",
+    "Field",
+    "HistoryEntry",
+    "IdempotencyConflictError",
+    "InputMappingError",
+    "InvalidOptionError",
+    "LeaseLostError",
+    "Manual",
+    "Mesh",
+    "PayloadError",
+    "Problem",
+    "Retry",
+    "RetryPolicy",
+    "RunFinishedError",
+    "RunNotFoundError",
+    "RunSnapshot",
+    "RunStatus",
+    "SeededEntropy",
+    "SquidMeshError",
+    "StepContext",
+    "StepView",
+    "StoreError",
+    "SystemEntropy",
+    "UnknownWorkflowError",
+    "Workflow",
+    "__version__",
+    "connect",
+]

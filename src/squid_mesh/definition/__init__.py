@@ -1,0 +1,1 @@
+"""Definition: the authoring DSL, validation, fingerprint, conditions, mapping (pure, no I/O)."""

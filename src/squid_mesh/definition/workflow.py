@@ -1,0 +1,329 @@
+"""The authoring DSL: a versioned workflow of steps joined by transitions."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from squid_mesh.definition.conditions import Condition
+from squid_mesh.definition.mapping import InputMapping
+from squid_mesh.definition.payload import PayloadSchema
+from squid_mesh.definition.retry import RetryPolicy
+from squid_mesh.definition.triggers import Cron, Manual, Trigger
+from squid_mesh.errors import DefinitionError
+
+COMPLETE = "complete"
+"""The transition target that ends a run as completed: ``wf.transition("notify", to=sm.COMPLETE)``."""
+
+NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}$")
+DEFAULT_MAX_VISITS = 100
+
+Outcome = Literal["ok", "error"]
+StepFn = Callable[..., Any]
+F = TypeVar("F", bound=StepFn)
+
+
+def _check_name(kind: str, name: object) -> str:
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise DefinitionError(
+            f"{kind} name {name!r} is invalid: use 1-100 characters of letters, digits, '_', '.', '-', "
+            "starting with a letter or '_'"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class Step:
+    """One declared step: the callable and how it is fed, wrapped and retried."""
+
+    name: str
+    fn: StepFn
+    retry: RetryPolicy
+    input: InputMapping | None
+    output: str | None
+    max_visits: int
+    is_async: bool
+
+    def describe(self) -> dict[str, object]:
+        """A JSON-safe description, used by the fingerprint."""
+        return {
+            "name": self.name,
+            "retry": self.retry.describe(),
+            "input": None if self.input is None else self.input.describe(),
+            "output": self.output,
+            "max_visits": self.max_visits,
+        }
+
+
+@dataclass(frozen=True)
+class Transition:
+    """An edge: after ``source`` ends with ``on`` (ok or error), go to ``to`` when ``when`` holds."""
+
+    source: str
+    on: Outcome
+    to: str
+    when: Condition | None = None
+
+    def describe(self) -> dict[str, object]:
+        """A JSON-safe description, used by the fingerprint and the read model."""
+        return {
+            "from": self.source,
+            "on": self.on,
+            "to": self.to,
+            "when": None if self.when is None else self.when.describe(),
+        }
+
+
+@dataclass(frozen=True)
+class Definition:
+    """A validated, immutable workflow definition; what the engine runs."""
+
+    name: str
+    version: str
+    entry: str
+    steps: Mapping[str, Step]
+    transitions: Mapping[tuple[str, Outcome], tuple[Transition, ...]]
+    triggers: tuple[Trigger, ...]
+    payload: PayloadSchema
+    queue: str
+    fingerprint: str = field(default="")
+
+    @property
+    def key(self) -> str:
+        """``name@version``: what a run is pinned to."""
+        return f"{self.name}@{self.version}"
+
+    def routes(self, step: str, on: Outcome) -> tuple[Transition, ...]:
+        """The transitions leaving ``step`` on ``on``, in declaration order."""
+        return self.transitions.get((step, on), ())
+
+
+class Workflow:
+    """A named, versioned workflow declared in Python.
+
+    Args:
+        name: the workflow's name, used by ``mesh.start(name, ...)``.
+        version: a label; each run is pinned to the version it started on.
+        payload: a pydantic model class or ``{field: sm.Field(...)}``; ``None`` accepts any JSON object.
+        triggers: how runs start (``[sm.Manual()]`` by default; ``sm.Cron(...)`` is declared here).
+        queue: the default queue of the workflow's attempts.
+
+    Example:
+        >>> import squid_mesh as sm
+        >>> wf = sm.Workflow("greet", version="1")
+        >>> @wf.step()
+        ... def hello(input, ctx):
+        ...     return {"greeting": f"hello {input['name']}"}
+        >>> wf.transition("hello", to=sm.COMPLETE)
+        >>> wf.definition().entry
+        'hello'
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        version: str = "1",
+        payload: object = None,
+        triggers: Sequence[Trigger] | None = None,
+        queue: str = "default",
+    ) -> None:
+        self.name = _check_name("workflow", name)
+        if not isinstance(version, str) or not version or len(version) > 100:
+            raise DefinitionError(f"workflow {name!r}: version must be a non-empty string")
+        self.version = version
+        self._payload = PayloadSchema(name, payload)
+        self._triggers = tuple(triggers) if triggers is not None else (Manual(),)
+        self._queue = queue
+        self._steps: dict[str, Step] = {}
+        self._entry: str | None = None
+        self._transitions: list[Transition] = []
+        self._definition: Definition | None = None
+
+    def step(
+        self,
+        name: str | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        input: object = None,
+        output: str | None = None,
+        entry: bool = False,
+        max_visits: int = DEFAULT_MAX_VISITS,
+    ) -> Callable[[F], F]:
+        """Declare the decorated callable ``fn(input: dict, ctx: StepContext) -> dict | None`` a step.
+
+        Args:
+            name: defaults to the function's name.
+            retry: a :class:`RetryPolicy`; one attempt when omitted.
+            input: a list of context keys to select, or ``{target: "dotted.path"}``.
+            output: wrap the step's result under this key in the context.
+            entry: mark the run's first step (needed only when the first step is also a loop target).
+            max_visits: how often a loop may come back to this step before the run fails.
+
+        Example:
+            >>> import squid_mesh as sm
+            >>> wf = sm.Workflow("w")
+            >>> @wf.step(output="invoice", retry=sm.RetryPolicy(max_attempts=3))
+            ... def load(input, ctx):
+            ...     return {"id": 1}
+        """
+
+        def register(fn: F) -> F:
+            step_name = _check_name("step", name if name is not None else getattr(fn, "__name__", ""))
+            where = f"workflow {self.name!r} step {step_name!r}"
+            if step_name == COMPLETE:
+                raise DefinitionError(f"{where}: the name {COMPLETE!r} is reserved for the end of a run")
+            if step_name in self._steps:
+                raise DefinitionError(f"{where}: declared twice")
+            if not callable(fn):
+                raise DefinitionError(f"{where}: expected a callable")
+            policy = retry if retry is not None else RetryPolicy()
+            if not isinstance(policy, RetryPolicy):
+                raise DefinitionError(f"{where}: retry must be a sm.RetryPolicy")
+            if output is not None and (not isinstance(output, str) or not output):
+                raise DefinitionError(f"{where}: output must be a non-empty key name")
+            if isinstance(max_visits, bool) or not isinstance(max_visits, int) or max_visits < 1:
+                raise DefinitionError(f"{where}: max_visits must be an integer >= 1")
+            if entry and self._entry is not None:
+                raise DefinitionError(
+                    f"{where}: entry=True, but step {self._entry!r} is already the entry step"
+                )
+            self._steps[step_name] = Step(
+                name=step_name,
+                fn=fn,
+                retry=policy,
+                input=InputMapping.parse(input, step=step_name),
+                output=output,
+                max_visits=max_visits,
+                is_async=inspect.iscoroutinefunction(fn),
+            )
+            if entry:
+                self._entry = step_name
+            self._definition = None
+            return fn
+
+        return register
+
+    def transition(
+        self,
+        source: str,
+        *,
+        to: str,
+        on: Outcome = "ok",
+        when: Condition | Mapping[str, Any] | None = None,
+    ) -> None:
+        """Route a step's outcome: ``on="ok"`` (default) or ``on="error"``, to a step or ``sm.COMPLETE``.
+
+        Conditional transitions are tried in declaration order and the first match wins; the one
+        transition without ``when`` is the fallback.
+
+        Example:
+            >>> import squid_mesh as sm
+            >>> wf = sm.Workflow("w")
+            >>> wf.transition("check", to="escalate", when=sm.Condition("risk", greater_than=7))
+            >>> wf.transition("check", to=sm.COMPLETE)
+        """
+        where = f"workflow {self.name!r} transition from {source!r}"
+        if on not in ("ok", "error"):
+            raise DefinitionError(f"{where}: on must be 'ok' or 'error', got {on!r}")
+        if not isinstance(to, str) or not to:
+            raise DefinitionError(f"{where}: to must be a step name or sm.COMPLETE")
+        condition = Condition.from_mapping(when) if isinstance(when, Mapping) else when
+        if condition is not None and not isinstance(condition, Condition):
+            raise DefinitionError(f"{where}: when must be a sm.Condition or a mapping")
+        self._transitions.append(Transition(source, on, to, condition))
+        self._definition = None
+
+    def definition(self) -> Definition:
+        """Validate and freeze the workflow; raises :class:`DefinitionError` naming what is wrong."""
+        if self._definition is None:
+            self._definition = _build(self)
+        return self._definition
+
+
+def _build(wf: Workflow) -> Definition:
+    where = f"workflow {wf.name!r}"
+    if not wf._steps:
+        raise DefinitionError(f"{where}: declares no step")
+    _check_triggers(wf)
+    routes: dict[tuple[str, Outcome], list[Transition]] = {}
+    for t in wf._transitions:
+        edge = f"{where} transition {t.source!r} -> {t.to!r} (on {t.on})"
+        if t.source not in wf._steps:
+            raise DefinitionError(f"{edge}: unknown step {t.source!r}")
+        if t.to != COMPLETE and t.to not in wf._steps:
+            raise DefinitionError(f"{edge}: unknown target {t.to!r}")
+        same = routes.setdefault((t.source, t.on), [])
+        if t.when is None and any(other.when is None for other in same):
+            raise DefinitionError(
+                f"{edge}: step {t.source!r} already has an unconditional on={t.on!r} transition"
+            )
+        if t.when is not None and any(other.when == t.when for other in same):
+            raise DefinitionError(f"{edge}: the same condition is declared twice")
+        same.append(t)
+    for name in wf._steps:
+        if (name, "ok") not in routes:
+            raise DefinitionError(
+                f"{where} step {name!r}: has no on='ok' transition; "
+                f"add wf.transition({name!r}, to=sm.COMPLETE) to end the run there"
+            )
+    entry = _entry_step(wf, routes)
+    definition = Definition(
+        name=wf.name,
+        version=wf.version,
+        entry=entry,
+        steps=dict(wf._steps),
+        transitions={key: tuple(value) for key, value in routes.items()},
+        triggers=wf._triggers,
+        payload=wf._payload,
+        queue=wf._queue,
+    )
+    return _with_fingerprint(definition)
+
+
+def _check_triggers(wf: Workflow) -> None:
+    if not wf._triggers:
+        raise DefinitionError(f"workflow {wf.name!r}: needs at least one trigger")
+    names = [t.name for t in wf._triggers]
+    for t in wf._triggers:
+        if not isinstance(t, Manual | Cron):
+            raise DefinitionError(f"workflow {wf.name!r}: triggers must be sm.Manual or sm.Cron")
+        if names.count(t.name) > 1:
+            raise DefinitionError(f"workflow {wf.name!r}: trigger name {t.name!r} is used twice")
+
+
+def _entry_step(wf: Workflow, routes: Mapping[tuple[str, Outcome], list[Transition]]) -> str:
+    if wf._entry is not None:
+        return wf._entry
+    targeted = {t.to for group in routes.values() for t in group}
+    untargeted = [name for name in wf._steps if name not in targeted]
+    if len(untargeted) == 1:
+        return untargeted[0]
+    if not untargeted:
+        raise DefinitionError(
+            f"workflow {wf.name!r}: no entry step (every step is a transition target); "
+            "mark the first one with @wf.step(entry=True)"
+        )
+    raise DefinitionError(
+        f"workflow {wf.name!r}: several steps are never a transition target "
+        f"({', '.join(untargeted)}); exactly one entry step is allowed"
+    )
+
+
+def _with_fingerprint(d: Definition) -> Definition:
+    canonical = {
+        "name": d.name,
+        "version": d.version,
+        "entry": d.entry,
+        "steps": [d.steps[name].describe() for name in sorted(d.steps)],
+        "transitions": [t.describe() for key in sorted(d.transitions) for t in d.transitions[key]],
+        "payload": d.payload.describe(),
+    }
+    blob = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+    digest = hashlib.sha256(blob.encode()).hexdigest()
+    return Definition(**{**d.__dict__, "fingerprint": digest})

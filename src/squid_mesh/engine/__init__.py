@@ -1,0 +1,1 @@
+"""Engine: commands (start, execute_next, cancel), pure planning, step invocation."""

@@ -1,0 +1,402 @@
+"""The engine: each command is load -> decide (pure, ``planner``) -> write, in one transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+from squid_mesh.definition.workflow import Definition
+from squid_mesh.engine import planner
+from squid_mesh.engine.context import StepContext
+from squid_mesh.engine.entropy import Clock, Entropy, token_hash
+from squid_mesh.engine.invoke import run_step
+from squid_mesh.errors import (
+    DefinitionError,
+    IdempotencyConflictError,
+    InvalidOptionError,
+    LeaseLostError,
+    RunFinishedError,
+    RunNotFoundError,
+    StoreError,
+    UnknownWorkflowError,
+)
+from squid_mesh.journal import facts as f
+from squid_mesh.journal.fold import AttemptState, RunState, RunStatus, apply, fold, start_state
+from squid_mesh.store.base import Conflict, Store, Tx, iter_pages
+
+T = TypeVar("T")
+QUEUE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_MAX_RACES = 100
+
+Outcome = Literal["completed", "failed", "retry_scheduled", "discarded", "lease_lost"]
+
+
+@dataclass(frozen=True)
+class Execution:
+    """What one ``execute_next`` call did. Always truthy; ``execute_next`` returns ``None`` when idle.
+
+    ``outcome``: ``completed`` (the step succeeded), ``retry_scheduled`` (it failed and will be tried
+    again), ``failed`` (it failed for good and the run took its error route or failed),
+    ``discarded`` (the run ended while the step ran; its result was kept, not applied), or
+    ``lease_lost`` (another worker had taken the attempt over; nothing was recorded).
+    """
+
+    run_id: str
+    step: str
+    attempt: int
+    outcome: Outcome
+    run_status: RunStatus
+    error: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A run whose projection differs from the fold of its journal (reported by ``verify``)."""
+
+    run_id: str
+    field: str
+    journal: Any
+    projection: Any
+
+
+def _entries(state: RunState, facts: Sequence[f.Fact], now: float) -> list[f.Entry]:
+    return [f.Entry(state.rev + i + 1, now, fact) for i, fact in enumerate(facts)]
+
+
+def _advance(state: RunState, entries: Sequence[f.Entry]) -> RunState:
+    for entry in entries:
+        state = apply(state, entry)
+    return state
+
+
+def payload_hash(payload: dict[str, Any]) -> str:
+    """A stable hash of a validated payload (for idempotent start)."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def check_run_id(run_id: object) -> str:
+    """A canonical UUID string, or :class:`InvalidOptionError` naming ``run_id``."""
+    if isinstance(run_id, uuid.UUID):
+        return str(run_id)
+    try:
+        return str(uuid.UUID(str(run_id))) if isinstance(run_id, str) else _bad_run_id()
+    except ValueError:
+        return _bad_run_id()
+
+
+def _bad_run_id() -> str:
+    raise InvalidOptionError("run_id", "expected a UUID string")
+
+
+def _check_text(option: str, value: object, *, limit: int = 200) -> str:
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise InvalidOptionError(option, f"expected a non-empty string of at most {limit} characters")
+    return value
+
+
+class Engine:
+    """Runs the commands of one mesh against its store, definitions, clock and entropy."""
+
+    def __init__(
+        self,
+        store: Store,
+        definitions: Sequence[Definition],
+        *,
+        clock: Clock,
+        entropy: Entropy,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.entropy = entropy
+        self.definitions: dict[str, Definition] = {}
+        self.latest: dict[str, Definition] = {}
+        for d in definitions:
+            known = self.definitions.get(d.key)
+            if known is not None and known.fingerprint != d.fingerprint:
+                raise DefinitionError(
+                    f"workflow {d.name!r} version {d.version!r} is registered twice with "
+                    "different definitions; give the new one its own version"
+                )
+            self.definitions[d.key] = d
+            self.latest[d.name] = d
+        self._wf_keys = sorted(self.definitions)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def transact(self, fn: Callable[[Tx], T]) -> T:
+        """Run ``fn`` in a transaction, retrying it when a concurrent writer won the race."""
+        for attempt in range(_MAX_RACES):
+            try:
+                with self.store.transaction() as tx:
+                    return fn(tx)
+            except Conflict:
+                time.sleep(min(0.001 * 2 ** min(attempt, 6), 0.05) * self.entropy.fraction())
+        raise StoreError(f"{self.store.describe()}: gave up after {_MAX_RACES} write races")
+
+    def _write(self, tx: Tx, state: RunState, facts: Sequence[f.Fact], now: float) -> RunState:
+        entries = _entries(state, facts, now)
+        after = _advance(state, entries)
+        tx.save(state, after, entries)
+        return after
+
+    def _load(self, tx: Tx, run_id: str, *, lock: bool) -> RunState:
+        state = tx.load_run(run_id, lock=lock)
+        if state is None:
+            raise RunNotFoundError(run_id)
+        return state
+
+    def definition_for(self, workflow: object) -> Definition:
+        """The newest registered definition of ``workflow`` (a name or a ``Workflow``)."""
+        name = getattr(workflow, "name", workflow)
+        if not isinstance(name, str) or name not in self.latest:
+            raise UnknownWorkflowError(str(name), list(self.latest))
+        return self.latest[name]
+
+    # -- start ------------------------------------------------------------------------------
+
+    def start(
+        self,
+        workflow: object,
+        payload: object,
+        *,
+        trigger: str | None,
+        idempotency_key: str | None,
+        queue: str | None,
+        run_id: str | None,
+        now: float,
+    ) -> RunState:
+        """Validate everything, then write the run, its receipt and its first attempt atomically."""
+        d = self.definition_for(workflow)
+        trigger_names = [t.name for t in d.triggers]
+        chosen = trigger_names[0] if trigger is None else trigger
+        if chosen not in trigger_names:
+            raise InvalidOptionError("trigger", f"workflow {d.name!r} has triggers {trigger_names}")
+        if idempotency_key is not None:
+            _check_text("idempotency_key", idempotency_key)
+        lane = d.queue if queue is None else queue
+        if not isinstance(lane, str) or not QUEUE_PATTERN.match(lane):
+            raise InvalidOptionError("queue", "expected 1-100 characters of [A-Za-z0-9_.-]")
+        rid = self.entropy.run_id() if run_id is None else check_run_id(run_id)
+        clean = d.payload.validate({} if payload is None else payload)
+        digest = payload_hash(clean)
+        facts = planner.plan_start(
+            d,
+            payload=clean,
+            queue=lane,
+            trigger=chosen,
+            idempotency_key=idempotency_key,
+            payload_hash=digest,
+            now=now,
+        )
+        entries = [f.Entry(i + 1, now, fact) for i, fact in enumerate(facts)]
+        state = _advance(start_state(rid, entries[0]), entries[1:])
+
+        def write(tx: Tx) -> RunState:
+            if idempotency_key is not None:
+                existing = tx.run_id_for_key(d.name, idempotency_key)
+                if existing is not None:
+                    return self._same_start(tx, existing, digest, "idempotency_key")
+            if tx.insert_run(state, entries):
+                return state
+            if idempotency_key is not None:
+                existing = tx.run_id_for_key(d.name, idempotency_key)
+                if existing is not None:
+                    return self._same_start(tx, existing, digest, "idempotency_key")
+            return self._same_start(tx, rid, digest, "run_id")
+
+        return self.transact(write)
+
+    def _same_start(self, tx: Tx, run_id: str, digest: str, what: str) -> RunState:
+        existing = self._load(tx, run_id, lock=False)
+        if existing.payload_hash != digest:
+            raise IdempotencyConflictError(what, run_id, "it was started with a different payload")
+        return existing
+
+    # -- cancel -----------------------------------------------------------------------------
+
+    def cancel(
+        self,
+        run_id: object,
+        *,
+        reason: str | None,
+        actor: str | None,
+        idempotency_key: str | None,
+        now: float,
+    ) -> RunState:
+        """Cancel a running run; a repeat on a cancelled run changes nothing."""
+        rid = check_run_id(run_id)
+        if idempotency_key is not None:
+            _check_text("idempotency_key", idempotency_key)
+        if reason is not None:
+            _check_text("reason", reason, limit=2000)
+        if actor is not None:
+            _check_text("actor", actor)
+
+        def write(tx: Tx) -> RunState:
+            state = self._load(tx, rid, lock=True)
+            if state.status is RunStatus.CANCELLED:
+                return state
+            if state.status.terminal:
+                raise RunFinishedError(rid, state.status.value, "cancel")
+            receipt = f.CommandReceived(
+                "cancel", idempotency_key=idempotency_key, actor=actor, metadata={}
+            )
+            return self._write(tx, state, [receipt, f.RunCancelled(reason)], now)
+
+        return self.transact(write)
+
+    # -- execute_next -----------------------------------------------------------------------
+
+    def execute_next(
+        self, *, queue: str, owner_id: str, lease: float, now: float | None
+    ) -> Execution | None:
+        """Claim the next due attempt of ``queue``, run it here, record what it did."""
+        if not isinstance(queue, str) or not QUEUE_PATTERN.match(queue):
+            raise InvalidOptionError("queue", "expected 1-100 characters of [A-Za-z0-9_.-]")
+        _check_text("owner_id", owner_id)
+        token = self.entropy.token()
+        claim = token_hash(token)
+        claim_time = self.clock() if now is None else now
+
+        def take(tx: Tx) -> tuple[RunState, AttemptState] | None:
+            found = tx.next_claimable(queue, self._wf_keys, claim_time)
+            if found is None:
+                return None
+            run_id, key = found
+            state = self._load(tx, run_id, lock=True)
+            if not planner.can_claim(state, key, claim_time):
+                raise Conflict(run_id)  # changed since the index read: look again
+            claimed = f.AttemptClaimed(key, owner_id, claim, claim_time + lease)
+            after = self._write(tx, state, [claimed], claim_time)
+            return after, after.attempts[key]
+
+        taken = self.transact(take)
+        if taken is None:
+            return None
+        state, attempt = taken
+        d = self.definitions[f"{state.workflow}@{state.version}"]
+        step = d.steps.get(attempt.step)
+        if step is None:
+            error = planner.engine_error(
+                "step_not_in_definition",
+                f"step {attempt.step!r} is not in workflow {d.name!r} version {d.version!r} "
+                "as loaded here (the definition changed without a new version)",
+            )
+            return self._finish(state.run_id, attempt, claim, None, error, now)
+        ctx = StepContext(
+            run_id=state.run_id,
+            workflow=state.workflow,
+            version=state.version,
+            step=attempt.step,
+            attempt=attempt.number,
+            visit=attempt.visit,
+            state=state.view,
+            heartbeat=lambda: self._heartbeat(state.run_id, attempt.key, claim, lease),
+        )
+        result = run_step(step, attempt.input, ctx)
+        return self._finish(state.run_id, attempt, claim, result, None, now)
+
+    def _finish(
+        self,
+        run_id: str,
+        claimed: AttemptState,
+        claim: str,
+        result: planner.StepResult | None,
+        unrunnable: dict[str, Any] | None,
+        now: float | None,
+    ) -> Execution:
+        done_at = self.clock() if now is None else now
+        rand = self.entropy.fraction()
+
+        def record(tx: Tx) -> Execution:
+            state = self._load(tx, run_id, lock=True)
+            attempt = state.attempts.get(claimed.key)
+            if attempt is None or not planner.claim_is_current(attempt, claim):
+                return Execution(run_id, claimed.step, claimed.number, "lease_lost", state.status)
+            d = self.definitions[f"{state.workflow}@{state.version}"]
+            if result is None:
+                facts = planner.decide_unrunnable(attempt, unrunnable or {})
+            elif state.status.terminal:
+                facts = planner.decide_late(attempt, result, f"run {state.status.value}")
+            elif result.ok:
+                facts = planner.decide_success(d, state, attempt, result.output or {}, done_at)
+            else:
+                facts = planner.decide_failure(d, state, attempt, result, done_at, rand)
+            after = self._write(tx, state, facts, done_at)
+            return Execution(
+                run_id,
+                attempt.step,
+                attempt.number,
+                _outcome(facts),
+                after.status,
+                None if result is None else result.error,
+            )
+
+        return self.transact(record)
+
+    def _heartbeat(self, run_id: str, key: str, claim: str, lease: float) -> bool:
+        beat_at = self.clock()
+
+        def write(tx: Tx) -> bool:
+            state = self._load(tx, run_id, lock=True)
+            if not planner.claim_is_current(state.attempts.get(key), claim):
+                raise LeaseLostError(
+                    f"run {run_id} step attempt {key!r}: the lease expired and another worker "
+                    "took the attempt over; stop, this worker's result would be refused"
+                )
+            if state.status.terminal:
+                return False
+            self._write(tx, state, [f.AttemptHeartbeat(key, beat_at + lease)], beat_at)
+            return True
+
+        return self.transact(write)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def load(self, run_id: object, *, history: bool) -> tuple[RunState, list[f.Entry] | None]:
+        """A run's projected state, and its journal when ``history`` is true."""
+        rid = check_run_id(run_id)
+
+        def read(tx: Tx) -> tuple[RunState, list[f.Entry] | None]:
+            state = self._load(tx, rid, lock=False)
+            return state, tx.load_entries(rid) if history else None
+
+        return self.transact(read)
+
+    def verify(self) -> list[Problem]:
+        """Refold every journal and compare it with the projections."""
+        problems: list[Problem] = []
+        for page in iter_pages(self.store):
+            for run_id in page:
+                state, entries = self.load(run_id, history=True)
+                problems.extend(_compare(state, fold(run_id, entries or [])))
+        return problems
+
+
+def _outcome(facts: Sequence[f.Fact]) -> Outcome:
+    kinds = {type(fact) for fact in facts}
+    if f.ResultDiscarded in kinds:
+        return "discarded"
+    if f.AttemptCompleted in kinds:
+        return "completed"
+    if f.StepsPlanned in kinds and f.ResultApplied not in kinds:
+        return "retry_scheduled"
+    return "failed"
+
+
+def _compare(projected: RunState, folded: RunState) -> list[Problem]:
+    problems = []
+    for name in RunState.__dataclass_fields__:
+        mine, theirs = getattr(folded, name), getattr(projected, name)
+        if name == "attempts":
+            mine, theirs = dict(mine), dict(theirs)
+        if mine != theirs:
+            problems.append(Problem(projected.run_id, name, mine, theirs))
+    return problems

@@ -1,0 +1,105 @@
+"""Running one step callable and turning whatever it does into a :class:`StepResult`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import traceback
+from collections.abc import Mapping
+from typing import Any
+
+from squid_mesh.definition.outcomes import Fail, Retry
+from squid_mesh.definition.workflow import Step
+from squid_mesh.engine.context import StepContext
+from squid_mesh.engine.planner import StepResult
+from squid_mesh.errors import redact
+
+_MAX_MESSAGE = 2_000
+_MAX_TRACE = 4_000
+
+
+def run_step(step: Step, step_input: dict[str, Any], ctx: StepContext) -> StepResult:
+    """Call the step (sync, or async on an event loop) and classify the outcome.
+
+    ``Retry`` asks for another attempt; ``Fail`` is final; any other exception is retryable under the
+    step's policy. ``KeyboardInterrupt`` and ``SystemExit`` are not caught: the process is going away
+    and the lease will hand the attempt to another worker.
+    """
+    try:
+        returned = _call(step, step_input, ctx)
+    except Retry as exc:
+        return StepResult(
+            error={"type": "Retry", "code": "retry_requested", "message": exc.reason},
+            retryable=True,
+            retry_after=exc.after,
+        )
+    except Fail as exc:
+        error: dict[str, Any] = {"type": "Fail", "code": exc.code, "message": exc.reason}
+        if exc.details:
+            error["details"] = redact(exc.details)
+        return StepResult(error=error, retryable=False)
+    except Exception as exc:  # noqa: BLE001 - a step's failure is data, recorded with its type
+        return StepResult(error=exception_error(exc), retryable=True)
+    return _check_output(step, returned)
+
+
+def exception_error(exc: BaseException) -> dict[str, Any]:
+    """Type, message and a bounded traceback of an exception, JSON-safe."""
+    cls = type(exc)
+    trace = "".join(traceback.format_exception(exc))
+    return {
+        "type": f"{cls.__module__}.{cls.__qualname__}",
+        "code": "exception",
+        "message": str(exc)[:_MAX_MESSAGE],
+        "traceback": trace[-_MAX_TRACE:],
+    }
+
+
+def _call(step: Step, step_input: dict[str, Any], ctx: StepContext) -> Any:
+    if not step.is_async:
+        return step.fn(step_input, ctx)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(step.fn(step_input, ctx))
+    # Called from inside a running loop (an async host calling execute_next synchronously):
+    # run the coroutine on a loop of its own in a helper thread rather than fail.
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(step.fn(step_input, ctx))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name=f"squid-mesh-step-{step.name}")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def _check_output(step: Step, returned: Any) -> StepResult:
+    if returned is None:
+        return StepResult(output={})
+    if not isinstance(returned, Mapping) or not all(isinstance(k, str) for k in returned):
+        return StepResult(
+            error={
+                "type": "SquidMeshError",
+                "code": "invalid_output",
+                "message": f"step {step.name!r} must return a dict with string keys or None, "
+                f"got {type(returned).__name__}",
+            }
+        )
+    try:
+        return StepResult(output=json.loads(json.dumps(dict(returned), allow_nan=False)))
+    except (TypeError, ValueError) as exc:
+        return StepResult(
+            error={
+                "type": "SquidMeshError",
+                "code": "invalid_output",
+                "message": f"step {step.name!r} returned a value that is not JSON-serialisable: {exc}",
+            }
+        )

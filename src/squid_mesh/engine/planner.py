@@ -1,0 +1,186 @@
+"""Pure decisions: given a run's state and what just happened, which facts to append.
+
+Nothing here does I/O; the engine loads a state, calls one of these, and writes the facts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from squid_mesh.definition.mapping import wrap_output
+from squid_mesh.definition.workflow import COMPLETE, Definition, Outcome
+from squid_mesh.errors import InputMappingError
+from squid_mesh.journal import facts as f
+from squid_mesh.journal.fold import AttemptState, AttemptStatus, RunState
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What running a step produced: an output, or an error (with retry hints)."""
+
+    output: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    retryable: bool = False
+    retry_after: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the step succeeded."""
+        return self.error is None
+
+
+def engine_error(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    """An error raised by the runtime itself (not by a step)."""
+    return {"type": "SquidMeshError", "code": code, "message": message, **extra}
+
+
+def plan_start(
+    d: Definition,
+    *,
+    payload: dict[str, Any],
+    queue: str,
+    trigger: str,
+    idempotency_key: str | None,
+    payload_hash: str,
+    now: float,
+) -> list[f.Fact]:
+    """The facts of a new run. Raises :class:`InputMappingError` if the entry input cannot be built."""
+    entry = d.steps[d.entry]
+    step_input = entry.input.apply(payload, step=entry.name) if entry.input else dict(payload)
+    return [
+        f.RunStarted(
+            workflow=d.name,
+            version=d.version,
+            fingerprint=d.fingerprint,
+            queue=queue,
+            trigger=trigger,
+            payload=payload,
+            idempotency_key=idempotency_key,
+            payload_hash=payload_hash,
+        ),
+        f.CommandReceived("start", idempotency_key=idempotency_key),
+        f.StepsPlanned((f.PlannedAttempt(d.entry, 1, 1, step_input, now),)),
+    ]
+
+
+def can_claim(state: RunState, key: str, now: float) -> bool:
+    """Whether the attempt is live, due, and its run still running."""
+    attempt = state.attempts.get(key)
+    if attempt is None or state.status.terminal or not attempt.status.live:
+        return False
+    due = attempt.due_at
+    return due is not None and due <= now
+
+
+def route(d: Definition, step: str, on: Outcome, view: Mapping[str, Any]) -> str | None:
+    """The target of the first matching transition (conditions in order, then the fallback)."""
+    fallback: str | None = None
+    for t in d.routes(step, on):
+        if t.when is None:
+            fallback = t.to
+        elif t.when.matches(view):
+            return t.to
+    return fallback
+
+
+def _visit(d: Definition, state: RunState, target: str, view: Mapping[str, Any], now: float) -> f.Fact:
+    step = d.steps[target]
+    visit = state.visits(target) + 1
+    if visit > step.max_visits:
+        return f.RunFailed(
+            engine_error(
+                "max_visits_exceeded",
+                f"step {target!r} would be visited {visit} times; its max_visits is "
+                f"{step.max_visits}",
+            ),
+            step=target,
+        )
+    try:
+        step_input = step.input.apply(view, step=target) if step.input else dict(view)
+    except InputMappingError as exc:
+        return f.RunFailed(
+            engine_error(exc.code, exc.message, target=exc.target, path=exc.path), step=target
+        )
+    return f.StepsPlanned((f.PlannedAttempt(target, visit, 1, step_input, now),))
+
+
+def _follow(
+    d: Definition,
+    state: RunState,
+    attempt: AttemptState,
+    on: Outcome,
+    output: dict[str, Any],
+    view: Mapping[str, Any],
+    now: float,
+) -> list[f.Fact]:
+    target = route(d, attempt.step, on, view)
+    if target is None:
+        if on == "error":
+            return [f.RunFailed(dict(attempt_error(attempt)), step=attempt.step)]
+        message = f"step {attempt.step!r} succeeded but no on='ok' transition matched"
+        return [
+            f.ResultApplied(attempt.key, output, None),
+            f.RunFailed(engine_error("no_matching_transition", message), step=attempt.step),
+        ]
+    applied = f.ResultApplied(attempt.key, output, target)
+    if target == COMPLETE:
+        return [applied, f.RunCompleted()]
+    return [applied, _visit(d, state, target, view, now)]
+
+
+def attempt_error(attempt: AttemptState) -> dict[str, Any]:
+    """The error recorded on a failed attempt (or a generic one)."""
+    return attempt.error or engine_error("step_failed", f"step {attempt.step!r} failed")
+
+
+def decide_success(
+    d: Definition, state: RunState, attempt: AttemptState, output: dict[str, Any], now: float
+) -> list[f.Fact]:
+    """Complete the attempt, merge its (wrapped) output, and route on ``ok``."""
+    wrapped = wrap_output(output, d.steps[attempt.step].output)
+    view = {**state.view, **wrapped}
+    return [f.AttemptCompleted(attempt.key, output), *_follow(d, state, attempt, "ok", wrapped, view, now)]
+
+
+def decide_failure(
+    d: Definition,
+    state: RunState,
+    attempt: AttemptState,
+    result: StepResult,
+    now: float,
+    rand: float,
+) -> list[f.Fact]:
+    """Fail the attempt; plan a retry while the policy allows, else route on ``error``."""
+    error = result.error or engine_error("step_failed", "step failed")
+    failed = f.AttemptFailed(attempt.key, error)
+    if result.retryable:
+        policy = d.steps[attempt.step].retry
+        delay = policy.next_delay(attempt.number, rand, result.retry_after)
+        if delay is not None:
+            retry = f.PlannedAttempt(
+                attempt.step, attempt.visit, attempt.number + 1, attempt.input, now + delay
+            )
+            return [failed, f.StepsPlanned((retry,))]
+    after_failure = AttemptState(**{**attempt.__dict__, "error": error})
+    return [failed, *_follow(d, state, after_failure, "error", {}, state.view, now)]
+
+
+def decide_unrunnable(attempt: AttemptState, error: dict[str, Any]) -> list[f.Fact]:
+    """The attempt cannot run here at all (its step is not in the definition): fail the run."""
+    return [f.AttemptFailed(attempt.key, error), f.RunFailed(error, step=attempt.step)]
+
+
+def decide_late(attempt: AttemptState, result: StepResult, reason: str) -> list[f.Fact]:
+    """A result that arrived after the run ended: kept in the journal, applied nowhere."""
+    return [f.ResultDiscarded(attempt.key, reason, result.output, result.error)]
+
+
+def claim_is_current(attempt: AttemptState | None, claim_hash: str) -> bool:
+    """Fencing: only the attempt's current claim may finish it (or extend it)."""
+    return (
+        attempt is not None
+        and attempt.claim_hash == claim_hash
+        and attempt.status in (AttemptStatus.RUNNING, AttemptStatus.CANCELLED)
+    )

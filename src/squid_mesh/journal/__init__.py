@@ -1,0 +1,1 @@
+"""Journal: fact types and the fold from facts to run state (pure, no I/O)."""

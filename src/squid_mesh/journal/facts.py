@@ -1,0 +1,207 @@
+"""The facts of a run's journal: what happened, in order, as plain JSON-safe values.
+
+A fact never changes once appended. The projection tables and every snapshot are derived from them
+(see :mod:`squid_mesh.journal.fold`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class PlannedAttempt:
+    """One attempt of one step visit, to be claimed once ``visible_at`` has come."""
+
+    step: str
+    visit: int
+    number: int
+    input: dict[str, Any]
+    visible_at: float
+
+    @property
+    def key(self) -> str:
+        """``step:visit:number``: unique within the run."""
+        return attempt_key(self.step, self.visit, self.number)
+
+
+def attempt_key(step: str, visit: int, number: int) -> str:
+    """The key of an attempt within its run (step names never contain ``:``)."""
+    return f"{step}:{visit}:{number}"
+
+
+@dataclass(frozen=True)
+class CommandReceived:
+    """A receipt: a command (start, cancel, ...) reached the run."""
+
+    kind: ClassVar[str] = "command_received"
+    command: str
+    idempotency_key: str | None = None
+    actor: str | None = None
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    """The run exists, pinned to one definition version, with its validated payload."""
+
+    kind: ClassVar[str] = "run_started"
+    workflow: str
+    version: str
+    fingerprint: str
+    queue: str
+    trigger: str
+    payload: dict[str, Any]
+    idempotency_key: str | None
+    payload_hash: str
+
+
+@dataclass(frozen=True)
+class StepsPlanned:
+    """New attempts were planned (first visit, successor, or retry)."""
+
+    kind: ClassVar[str] = "steps_planned"
+    attempts: tuple[PlannedAttempt, ...]
+
+
+@dataclass(frozen=True)
+class AttemptClaimed:
+    """A worker claimed an attempt; only the hash of its claim token is kept."""
+
+    kind: ClassVar[str] = "attempt_claimed"
+    key: str
+    owner: str
+    claim_hash: str
+    lease_until: float
+
+
+@dataclass(frozen=True)
+class AttemptHeartbeat:
+    """The claiming worker extended its lease."""
+
+    kind: ClassVar[str] = "attempt_heartbeat"
+    key: str
+    lease_until: float
+
+
+@dataclass(frozen=True)
+class AttemptCompleted:
+    """The step returned; ``output`` is what it returned (before output wrapping)."""
+
+    kind: ClassVar[str] = "attempt_completed"
+    key: str
+    output: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AttemptFailed:
+    """The step raised; ``error`` keeps type, message, code and (redacted) details."""
+
+    kind: ClassVar[str] = "attempt_failed"
+    key: str
+    error: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ResultApplied:
+    """An attempt's outcome was merged into the context and routed (``to`` a step or complete)."""
+
+    kind: ClassVar[str] = "result_applied"
+    key: str
+    output: dict[str, Any]
+    to: str | None
+
+
+@dataclass(frozen=True)
+class ResultDiscarded:
+    """A step finished after its run had ended: its result is kept here and applied nowhere."""
+
+    kind: ClassVar[str] = "result_discarded"
+    key: str
+    reason: str
+    output: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class RunCancelled:
+    """The run was cancelled; every live attempt is cancelled with it."""
+
+    kind: ClassVar[str] = "run_cancelled"
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class RunCompleted:
+    """The run reached ``complete``."""
+
+    kind: ClassVar[str] = "run_completed"
+
+
+@dataclass(frozen=True)
+class RunFailed:
+    """The run failed; ``error`` says why and ``step`` where."""
+
+    kind: ClassVar[str] = "run_failed"
+    error: dict[str, Any]
+    step: str | None = None
+
+
+Fact = (
+    CommandReceived
+    | RunStarted
+    | StepsPlanned
+    | AttemptClaimed
+    | AttemptHeartbeat
+    | AttemptCompleted
+    | AttemptFailed
+    | ResultApplied
+    | ResultDiscarded
+    | RunCancelled
+    | RunCompleted
+    | RunFailed
+)
+
+FACT_TYPES: dict[str, type[Fact]] = {
+    cls.kind: cls
+    for cls in (
+        CommandReceived,
+        RunStarted,
+        StepsPlanned,
+        AttemptClaimed,
+        AttemptHeartbeat,
+        AttemptCompleted,
+        AttemptFailed,
+        ResultApplied,
+        ResultDiscarded,
+        RunCancelled,
+        RunCompleted,
+        RunFailed,
+    )
+}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A fact as stored: its position (``seq``, from 1) in the run's journal and its time."""
+
+    seq: int
+    at: float
+    fact: Fact
+
+
+def encode(fact: Fact) -> str:
+    """The fact's data as compact JSON (its kind is stored beside it)."""
+    return json.dumps(dataclasses.asdict(fact), separators=(",", ":"), allow_nan=False)
+
+
+def decode(kind: str, data: str | dict[str, Any]) -> Fact:
+    """Rebuild a fact from its kind and JSON data. Nothing is ever executed: plain values only."""
+    values = json.loads(data) if isinstance(data, str) else dict(data)
+    cls = FACT_TYPES[kind]
+    if cls is StepsPlanned:
+        return StepsPlanned(tuple(PlannedAttempt(**a) for a in values["attempts"]))
+    return cls(**values)

@@ -1,0 +1,199 @@
+"""The host's handle on squid-mesh: ``connect(url, workflows=[...])`` returns a :class:`Mesh`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from squid_mesh.definition.workflow import Workflow
+from squid_mesh.engine.core import Engine, Execution, Problem
+from squid_mesh.engine.entropy import Clock, Entropy, SystemEntropy, to_epoch, to_seconds
+from squid_mesh.errors import InvalidOptionError
+from squid_mesh.read.snapshot import RunSnapshot, snapshot
+from squid_mesh.store import open_store
+
+Now = datetime | float | None
+
+
+class Mesh:
+    """A connection to one store with a set of registered workflows.
+
+    Every command is one transaction; ``now=`` overrides the clock for that call (tests).
+
+    Example:
+        >>> import squid_mesh as sm
+        >>> wf = sm.Workflow("hello")
+        >>> @wf.step()
+        ... def greet(input, ctx):
+        ...     return {"greeting": "hi " + input["name"]}
+        >>> wf.transition("greet", to=sm.COMPLETE)
+        >>> mesh = sm.connect("sqlite:///:memory:", workflows=[wf])
+        >>> mesh.migrate()
+        >>> run = mesh.start("hello", {"name": "ann"})
+        >>> while mesh.execute_next(owner_id="doc"):
+        ...     pass
+        >>> mesh.inspect_run(run.id).context
+        {'greeting': 'hi ann'}
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def _now(self, now: Now) -> float:
+        return self._engine.clock() if now is None else to_epoch("now", now)
+
+    def migrate(self) -> None:
+        """Create or upgrade squid-mesh's tables; idempotent and safe from several processes."""
+        self._engine.store.migrate()
+
+    def start(
+        self,
+        workflow: str | Workflow,
+        payload: dict[str, Any] | None = None,
+        *,
+        trigger: str | None = None,
+        idempotency_key: str | None = None,
+        queue: str | None = None,
+        run_id: str | None = None,
+        now: Now = None,
+    ) -> RunSnapshot:
+        """Start a run of the newest registered version of ``workflow``.
+
+        The payload is validated against the workflow's schema before anything is written; the run,
+        its receipt and its first attempt commit together. With ``idempotency_key``, every later
+        start with the same key returns the same run for its whole lifetime (a different payload
+        raises :class:`~squid_mesh.IdempotencyConflictError`).
+
+        Example:
+            >>> run = mesh.start("payment_recovery", {"invoice_id": "inv_1"},
+            ...                  idempotency_key="inv_1")  # doctest: +SKIP
+        """
+        state = self._engine.start(
+            workflow,
+            payload,
+            trigger=trigger,
+            idempotency_key=idempotency_key,
+            queue=queue,
+            run_id=run_id,
+            now=self._now(now),
+        )
+        return snapshot(state)
+
+    def execute_next(
+        self,
+        *,
+        owner_id: str,
+        queue: str = "default",
+        lease: float | timedelta = 30.0,
+        now: Now = None,
+    ) -> Execution | None:
+        """Claim the next visible attempt on ``queue``, run it in this thread, record the outcome.
+
+        Returns what it did, or ``None`` when nothing is visible. ``lease`` (seconds) is how long
+        the claim holds without a heartbeat; after it, another worker may take the attempt over.
+
+        Example:
+            >>> while mesh.execute_next(owner_id="worker-1"):  # doctest: +SKIP
+            ...     pass
+        """
+        return self._engine.execute_next(
+            queue=queue,
+            owner_id=owner_id,
+            lease=to_seconds("lease", lease),
+            now=None if now is None else to_epoch("now", now),
+        )
+
+    def cancel(
+        self,
+        run_id: str,
+        *,
+        reason: str | None = None,
+        actor: str | None = None,
+        idempotency_key: str | None = None,
+        now: Now = None,
+    ) -> RunSnapshot:
+        """Cancel a run at once. A step still running has its late result discarded, not applied.
+
+        Cancelling a cancelled run returns it unchanged; a completed or failed run raises
+        :class:`~squid_mesh.RunFinishedError`.
+
+        Example:
+            >>> mesh.cancel(run.id, reason="customer closed the account")  # doctest: +SKIP
+        """
+        state = self._engine.cancel(
+            run_id,
+            reason=reason,
+            actor=actor,
+            idempotency_key=idempotency_key,
+            now=self._now(now),
+        )
+        return snapshot(state)
+
+    def inspect_run(self, run_id: str, *, history: bool = False) -> RunSnapshot:
+        """A typed snapshot of a run; with ``history=True`` its journal facts too.
+
+        Example:
+            >>> mesh.inspect_run(run.id, history=True).history[0].kind  # doctest: +SKIP
+            'run_started'
+        """
+        if not isinstance(history, bool):
+            raise InvalidOptionError("history", "expected True or False")
+        state, entries = self._engine.load(run_id, history=history)
+        return snapshot(state, entries)
+
+    def verify(self) -> list[Problem]:
+        """Refold every run's journal; return the runs whose projection differs (empty when sound).
+
+        Example:
+            >>> assert mesh.verify() == []  # doctest: +SKIP
+        """
+        return self._engine.verify()
+
+    def close(self) -> None:
+        """Release the store's connections."""
+        self._engine.store.close()
+
+    def __enter__(self) -> Mesh:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def connect(
+    url: str,
+    *,
+    workflows: Sequence[Workflow] = (),
+    clock: Clock | None = None,
+    entropy: Entropy | None = None,
+) -> Mesh:
+    """Open a store and register workflows (each is validated now).
+
+    Args:
+        url: ``sqlite:///app.db``, ``sqlite:///:memory:`` or ``postgresql://user@host/db``.
+        workflows: the workflow definitions this process can start and execute.
+        clock: returns epoch seconds; ``time.time`` by default (tests pass a fake clock).
+        entropy: source of run ids, claim tokens and jitter (tests pass a seeded one).
+
+    Example:
+        >>> mesh = sm.connect("sqlite:///app.db", workflows=[wf])  # doctest: +SKIP
+    """
+    definitions = []
+    for wf in workflows:
+        if not isinstance(wf, Workflow):
+            raise InvalidOptionError("workflows", f"expected sm.Workflow objects, got {wf!r}")
+        definitions.append(wf.definition())
+    store = open_store(url)
+    try:
+        engine = Engine(
+            store,
+            definitions,
+            clock=clock or time.time,
+            entropy=entropy or SystemEntropy(),
+        )
+    except BaseException:
+        store.close()
+        raise
+    return Mesh(engine)

@@ -1,0 +1,1 @@
+"""Read: snapshots and (later) explanations, graphs and listings (read-only)."""

@@ -1,0 +1,163 @@
+"""Typed, read-only snapshots of a run, built from its state (and optionally its journal)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from squid_mesh.journal.facts import Entry
+from squid_mesh.journal.fold import AttemptState, AttemptStatus, RunState, RunStatus
+
+
+@dataclass(frozen=True)
+class AttemptView:
+    """One attempt of one step visit."""
+
+    number: int
+    status: AttemptStatus
+    visible_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    owner: str | None
+    lease_until: datetime | None
+    claims: int
+    error: dict[str, Any] | None
+    output: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class StepView:
+    """One visit of one step, with its attempts in order."""
+
+    name: str
+    visit: int
+    status: AttemptStatus
+    input: dict[str, Any]
+    attempts: tuple[AttemptView, ...]
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One journal fact, as shown by ``inspect_run(..., history=True)``."""
+
+    seq: int
+    at: datetime
+    kind: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RunSnapshot:
+    """Where a run is: what ``start`` and ``inspect_run`` return.
+
+    Example:
+        >>> snap = mesh.inspect_run(run_id)  # doctest: +SKIP
+        >>> snap.status, snap.current_steps, snap.context  # doctest: +SKIP
+        ('running', ('notify',), {'invoice': {'id': 'inv_1'}})
+    """
+
+    id: str
+    workflow: str
+    version: str
+    status: RunStatus
+    queue: str
+    trigger: str
+    payload: dict[str, Any]
+    context: dict[str, Any]
+    idempotency_key: str | None
+    current_steps: tuple[str, ...]
+    next_visible_at: datetime | None
+    error: dict[str, Any] | None
+    created_at: datetime
+    updated_at: datetime
+    revision: int
+    steps: tuple[StepView, ...]
+    history: tuple[HistoryEntry, ...] | None = None
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the run has finished (completed, failed or cancelled)."""
+        return self.status.terminal
+
+
+def _attempt_view(a: AttemptState) -> AttemptView:
+    return AttemptView(
+        number=a.number,
+        status=a.status,
+        visible_at=to_datetime(a.visible_at),  # type: ignore[arg-type]
+        started_at=to_datetime(a.started_at),
+        finished_at=to_datetime(a.finished_at),
+        owner=a.owner,
+        lease_until=to_datetime(a.lease_until),
+        claims=a.claims,
+        error=a.error,
+        output=a.output,
+    )
+
+
+def _steps(state: RunState) -> tuple[StepView, ...]:
+    visits: dict[tuple[str, int], list[AttemptState]] = {}
+    for a in state.attempts.values():
+        visits.setdefault((a.step, a.visit), []).append(a)
+    views = []
+    for (name, visit), attempts in visits.items():
+        attempts.sort(key=lambda a: a.number)
+        views.append(
+            StepView(
+                name=name,
+                visit=visit,
+                status=attempts[-1].status,
+                input=attempts[0].input,
+                attempts=tuple(_attempt_view(a) for a in attempts),
+            )
+        )
+    views.sort(key=lambda v: (v.attempts[0].visible_at, v.name, v.visit))
+    return tuple(views)
+
+
+def snapshot(state: RunState, entries: list[Entry] | None = None) -> RunSnapshot:
+    """The snapshot of a run state; with ``entries``, its history too."""
+    live = state.live_attempts()
+    scheduled = [a.visible_at for a in live if a.status is AttemptStatus.SCHEDULED]
+    history = None
+    if entries is not None:
+        history = tuple(
+            HistoryEntry(
+                seq=e.seq,
+                at=to_datetime(e.at),  # type: ignore[arg-type]
+                kind=e.fact.kind,
+                data=_redact_claim(dataclasses.asdict(e.fact)),
+            )
+            for e in entries
+        )
+    return RunSnapshot(
+        id=state.run_id,
+        workflow=state.workflow,
+        version=state.version,
+        status=state.status,
+        queue=state.queue,
+        trigger=state.trigger,
+        payload=state.payload,
+        context=state.context,
+        idempotency_key=state.idempotency_key,
+        current_steps=tuple(dict.fromkeys(a.step for a in live)),
+        next_visible_at=to_datetime(min(scheduled)) if scheduled else None,
+        error=state.error,
+        created_at=to_datetime(state.created_at),  # type: ignore[arg-type]
+        updated_at=to_datetime(state.updated_at),  # type: ignore[arg-type]
+        revision=state.rev,
+        steps=_steps(state),
+        history=history,
+    )
+
+
+def _redact_claim(data: dict[str, Any]) -> dict[str, Any]:
+    # The claim hash is not the token, but it is an internal fencing value: keep it out of reads.
+    return {key: value for key, value in data.items() if key != "claim_hash"}
+
+
+def to_datetime(epoch: float | None) -> datetime | None:
+    """An aware UTC datetime from stored epoch seconds."""
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)

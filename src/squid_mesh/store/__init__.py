@@ -1,0 +1,29 @@
+"""Store: the only place with SQL. ``open_store(url)`` picks the backend from the URL."""
+
+from __future__ import annotations
+
+from squid_mesh.errors import InvalidOptionError
+from squid_mesh.store.base import Conflict, Store, Tx
+
+__all__ = ["Conflict", "Store", "Tx", "open_store"]
+
+
+def open_store(url: str) -> Store:
+    """A store for ``sqlite:///path.db``, ``sqlite:///:memory:`` or ``postgresql://...``."""
+    if not isinstance(url, str) or not url:
+        raise InvalidOptionError("url", "expected 'sqlite:///path.db' or 'postgresql://...'")
+    if url.startswith("sqlite://"):
+        path = url.removeprefix("sqlite://")
+        if not path.startswith("/") or path == "/":
+            raise InvalidOptionError(
+                "url", "a SQLite URL is sqlite:///relative.db, sqlite:////abs/path.db or sqlite:///:memory:"
+            )
+        from squid_mesh.store.sqlite import SqliteStore
+
+        return SqliteStore(path[1:])
+    if url.startswith(("postgresql://", "postgres://")):
+        from squid_mesh.store.postgres import PostgresStore
+
+        return PostgresStore(url)
+    scheme = url.split(":", 1)[0] if ":" in url else "<none>"
+    raise InvalidOptionError("url", f"unsupported scheme {scheme!r}; use sqlite:/// or postgresql://")

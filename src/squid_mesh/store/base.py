@@ -1,0 +1,77 @@
+"""The Store seam: what the engine needs from a database, and nothing of any driver."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+from squid_mesh.journal.facts import Entry
+from squid_mesh.journal.fold import RunState
+
+
+class Conflict(Exception):  # noqa: N818 - internal signal, never reaches a caller
+    """A concurrent writer won the race; the engine reloads, decides again and retries."""
+
+
+class Tx(Protocol):
+    """One database transaction. Every method runs inside it; nothing commits until it ends."""
+
+    def load_run(self, run_id: str, *, lock: bool) -> RunState | None:
+        """The run's projection (run row and its attempts); ``lock`` holds it until commit."""
+
+    def run_id_for_key(self, workflow: str, idempotency_key: str) -> str | None:
+        """The run that an idempotency key names, if any."""
+
+    def next_claimable(
+        self, queue: str, wf_keys: Sequence[str], now: float
+    ) -> tuple[str, str] | None:
+        """``(run_id, attempt_key)`` of the next due attempt, its run locked; or ``None``."""
+
+    def insert_run(self, state: RunState, entries: Sequence[Entry]) -> bool:
+        """Write a new run; ``False`` (and nothing written) when its id or key is taken."""
+
+    def save(self, before: RunState, after: RunState, entries: Sequence[Entry]) -> None:
+        """Append ``entries`` and move the projection from ``before`` to ``after``.
+
+        Raises :class:`Conflict` when the run's revision is no longer ``before.rev``.
+        """
+
+    def load_entries(self, run_id: str) -> list[Entry]:
+        """The run's whole journal, in order."""
+
+    def run_ids_page(self, after: str, limit: int) -> list[str]:
+        """Run ids in id order after ``after`` (for whole-store scans such as verify)."""
+
+    def execute(self, name: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run a named query of the catalog; for store-level helpers."""
+
+
+class Store(Protocol):
+    """A database that holds journals and projections."""
+
+    backend: str
+
+    def transaction(self) -> AbstractContextManager[Tx]:
+        """A write transaction (retried by the engine on :class:`Conflict`)."""
+
+    def migrate(self) -> list[str]:
+        """Apply pending migrations; return the versions applied now."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+    def describe(self) -> str:
+        """The store's URL without any password, for messages."""
+
+
+def iter_pages(store: Store, page: int = 500) -> Iterator[list[str]]:
+    """Every run id, ``page`` at a time, each page read in its own short transaction."""
+    after = ""
+    while True:
+        with store.transaction() as tx:
+            ids = tx.run_ids_page(after, page)
+        if not ids:
+            return
+        yield ids
+        after = ids[-1]

@@ -1,0 +1,101 @@
+"""The PostgreSQL store: psycopg 3 with a connection pool; claims with FOR UPDATE SKIP LOCKED."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from squid_mesh.errors import StoreError
+from squid_mesh.store.base import Conflict
+from squid_mesh.store.queries import load_migrations, load_queries
+from squid_mesh.store.sql import SqlTx
+
+
+def _safe_url(conninfo: str) -> str:
+    """The URL with any password removed, for messages."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        parts = conninfo_to_dict(conninfo)
+    except Exception:  # noqa: BLE001 - a malformed URL must still not leak what it holds
+        return "postgresql://<unparseable url>"
+    user = f"{parts['user']}@" if parts.get("user") else ""
+    host = parts.get("host") or "localhost"
+    port = f":{parts['port']}" if parts.get("port") else ""
+    return f"postgresql://{user}{host}{port}/{parts.get('dbname') or ''}"
+
+
+class PostgresStore:
+    """A store in a PostgreSQL database, shared by any number of worker processes.
+
+    Transactions run at READ COMMITTED; the run row is the lock that guards a run and its attempts
+    (see ``postgres/queries.sql``). Serialization failures and deadlocks surface as
+    :class:`~squid_mesh.store.base.Conflict`, which the engine retries.
+    """
+
+    backend = "postgres"
+
+    def __init__(self, conninfo: str, *, max_connections: int = 4) -> None:
+        try:
+            import psycopg
+            from psycopg_pool import ConnectionPool
+        except ImportError:
+            raise StoreError(
+                "the PostgreSQL store needs psycopg: pip install 'squid-mesh[postgres]'"
+            ) from None
+        self._psycopg = psycopg
+        self._url = _safe_url(conninfo)
+        self._queries = load_queries("postgres")
+        try:
+            self._pool: Any = ConnectionPool(
+                conninfo,
+                min_size=1,
+                max_size=max_connections,
+                kwargs={"autocommit": True, "prepare_threshold": 0},
+                open=True,
+                timeout=30.0,
+            )
+            self._pool.wait(timeout=30.0)
+        except Exception as exc:  # noqa: BLE001 - translated at the boundary, credentials removed
+            raise StoreError(f"cannot connect to {self._url}: {type(exc).__name__}") from None
+
+    def describe(self) -> str:
+        """The store's URL without its password."""
+        return self._url
+
+    @contextmanager
+    def transaction(self) -> Iterator[SqlTx]:
+        """One transaction on a pooled connection; driver errors become squid-mesh errors."""
+        errors = self._psycopg.errors
+        with self._pool.connection() as conn:
+            try:
+                with conn.transaction(), conn.cursor() as cur:
+                    yield SqlTx(cur, self._queries, wf_keys_as_json=False)
+            except (errors.SerializationFailure, errors.DeadlockDetected) as exc:
+                raise Conflict(str(exc)) from None
+            except self._psycopg.Error as exc:
+                raise StoreError(f"{self._url}: {type(exc).__name__}: {exc}") from exc
+
+    def migrate(self) -> list[str]:
+        """Apply pending migrations under an advisory lock (concurrent migrators wait their turn)."""
+        applied_now: list[str] = []
+        with self.transaction() as tx:
+            tx.execute("lock_migrations")
+            tx.execute("create_migrations_table")
+            done = {row[0] for row in tx.execute("applied_migrations")}
+            for migration in load_migrations("postgres"):
+                if migration.version in done:
+                    continue
+                for statement in migration.statements():
+                    tx.run_statement(statement)
+                tx.execute(
+                    "record_migration", {"version": migration.version, "applied_at": time.time()}
+                )
+                applied_now.append(migration.version)
+        return applied_now
+
+    def close(self) -> None:
+        """Close the pool."""
+        self._pool.close()

@@ -1,0 +1,99 @@
+"""The SQLite store: stdlib sqlite3, WAL, short IMMEDIATE transactions; safe across processes."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from squid_mesh.errors import StoreError
+from squid_mesh.store.base import Conflict
+from squid_mesh.store.queries import load_migrations, load_queries
+from squid_mesh.store.sql import SqlTx
+
+_BUSY_TIMEOUT_MS = 30_000
+
+
+class SqliteStore:
+    """A store in one SQLite file (or ``:memory:``).
+
+    One connection per store object, used by one thread at a time (a lock serialises threads).
+    Writers take the database's write lock at ``BEGIN IMMEDIATE``; other processes wait for it up to
+    the busy timeout. WAL lets readers proceed meanwhile; ``synchronous=NORMAL`` in WAL mode keeps
+    the database consistent on a crash and may lose only the last commits on a power cut.
+    """
+
+    backend = "sqlite"
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._queries = load_queries("sqlite")
+        self._lock = threading.RLock()
+        try:
+            self._conn = sqlite3.connect(
+                path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=_BUSY_TIMEOUT_MS / 1000,
+            )
+            self._conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            if path != ":memory:":
+                self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+            self._conn.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite database {path!r}: {exc}") from None
+
+    def describe(self) -> str:
+        """The store's URL."""
+        return f"sqlite:///{self._path}"
+
+    @contextmanager
+    def transaction(self) -> Iterator[SqlTx]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``; rolls back on any error."""
+        with self._lock:
+            cur = self._conn.cursor()
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise StoreError(f"{self.describe()}: cannot begin a transaction: {exc}") from None
+            try:
+                yield SqlTx(cur, self._queries, wf_keys_as_json=True)
+            except sqlite3.Error as exc:
+                cur.execute("ROLLBACK")
+                raise StoreError(f"{self.describe()}: {exc}") from exc
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            try:
+                cur.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                cur.execute("ROLLBACK")
+                raise Conflict(str(exc)) from None
+            finally:
+                cur.close()
+
+    def migrate(self) -> list[str]:
+        """Apply pending migrations in one IMMEDIATE transaction (concurrent migrators wait)."""
+        applied_now: list[str] = []
+        with self.transaction() as tx:
+            tx.execute("create_migrations_table")
+            tx.execute("lock_migrations")
+            done = {row[0] for row in tx.execute("applied_migrations")}
+            for migration in load_migrations("sqlite"):
+                if migration.version in done:
+                    continue
+                for statement in migration.statements():
+                    tx.run_statement(statement)
+                tx.execute(
+                    "record_migration", {"version": migration.version, "applied_at": time.time()}
+                )
+                applied_now.append(migration.version)
+        return applied_now
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._conn.close()

@@ -1,0 +1,93 @@
+-- squid-mesh named queries, SQLite.
+--
+-- Every statement the SQLite store runs is here, under a `-- name:` line; the Python side refers to
+-- them by name only. Parameters are `:name`. Writers run inside `BEGIN IMMEDIATE`, which takes the
+-- database's write lock up front: two processes never interleave a read-decide-write, so the
+-- `rev` guard in update_run is a second line of defence here, not the concurrency control.
+
+-- name: load_run
+SELECT run_id, workflow, version, fingerprint, queue, trigger, status, payload, context, error,
+       idempotency_key, payload_hash, rev, created_at, updated_at
+  FROM squid_mesh_runs
+ WHERE run_id = :run_id;
+
+-- name: load_run_for_update
+-- The IMMEDIATE transaction already holds the write lock: no row lock exists or is needed.
+SELECT run_id, workflow, version, fingerprint, queue, trigger, status, payload, context, error,
+       idempotency_key, payload_hash, rev, created_at, updated_at
+  FROM squid_mesh_runs
+ WHERE run_id = :run_id;
+
+-- name: load_attempts
+SELECT key, step, visit, number, queue, status, input, visible_at, claim_hash, owner, lease_until,
+       claims, started_at, finished_at, output, error
+  FROM squid_mesh_attempts
+ WHERE run_id = :run_id;
+
+-- name: run_id_for_key
+SELECT run_id FROM squid_mesh_runs WHERE workflow = :workflow AND idempotency_key = :idempotency_key;
+
+-- name: insert_run
+-- DO NOTHING on any unique conflict (run id or idempotency key): the engine then reads the winner.
+INSERT INTO squid_mesh_runs (run_id, workflow, version, fingerprint, queue, trigger, status, payload,
+                             context, error, idempotency_key, payload_hash, rev, created_at,
+                             updated_at)
+VALUES (:run_id, :workflow, :version, :fingerprint, :queue, :trigger, :status, :payload, :context,
+        :error, :idempotency_key, :payload_hash, :rev, :created_at, :updated_at)
+ON CONFLICT DO NOTHING;
+
+-- name: update_run
+-- Guarded by the revision the command read: a lost race updates nothing and is retried.
+UPDATE squid_mesh_runs
+   SET status = :status, context = :context, error = :error, rev = :rev, updated_at = :updated_at
+ WHERE run_id = :run_id AND rev = :expected_rev;
+
+-- name: upsert_attempt
+INSERT INTO squid_mesh_attempts (run_id, key, step, visit, number, queue, wf_key, status, input,
+                                 visible_at, due_at, claim_hash, owner, lease_until, claims,
+                                 started_at, finished_at, output, error)
+VALUES (:run_id, :key, :step, :visit, :number, :queue, :wf_key, :status, :input, :visible_at,
+        :due_at, :claim_hash, :owner, :lease_until, :claims, :started_at, :finished_at, :output,
+        :error)
+ON CONFLICT (run_id, key) DO UPDATE
+   SET status = excluded.status, due_at = excluded.due_at, claim_hash = excluded.claim_hash,
+       owner = excluded.owner, lease_until = excluded.lease_until, claims = excluded.claims,
+       started_at = excluded.started_at, finished_at = excluded.finished_at,
+       output = excluded.output, error = excluded.error;
+
+-- name: insert_fact
+INSERT INTO squid_mesh_facts (run_id, seq, kind, at, data) VALUES (:run_id, :seq, :kind, :at, :data);
+
+-- name: load_facts
+SELECT seq, kind, at, data FROM squid_mesh_facts WHERE run_id = :run_id ORDER BY seq;
+
+-- name: next_claimable
+-- Walks the partial index squid_mesh_attempts_due in claim order: higher priority first, then the
+-- earliest due. Attempts of definitions this worker has not loaded are passed over, never claimed.
+SELECT run_id, key
+  FROM squid_mesh_attempts
+ WHERE queue = :queue
+   AND due_at IS NOT NULL
+   AND due_at <= :now
+   AND wf_key IN (SELECT value FROM json_each(:wf_keys))
+ ORDER BY priority DESC, due_at
+ LIMIT 1;
+
+-- name: run_ids_page
+SELECT run_id FROM squid_mesh_runs WHERE run_id > :after ORDER BY run_id LIMIT :limit;
+
+-- name: create_migrations_table
+CREATE TABLE IF NOT EXISTS squid_mesh_migrations (
+    version    TEXT PRIMARY KEY,
+    applied_at REAL NOT NULL
+);
+
+-- name: lock_migrations
+-- BEGIN IMMEDIATE already serialises migrators; nothing more to lock.
+SELECT 1;
+
+-- name: applied_migrations
+SELECT version FROM squid_mesh_migrations ORDER BY version;
+
+-- name: record_migration
+INSERT INTO squid_mesh_migrations (version, applied_at) VALUES (:version, :applied_at);
