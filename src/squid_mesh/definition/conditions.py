@@ -104,7 +104,7 @@ class Condition:
         op, expected = self.operator
         actual = lookup(context, self._parts)
         if op == "exists":
-            return (actual is not MISSING) == expected
+            return (actual is not MISSING) is expected
         if actual is MISSING:
             return False
         if op == "equals":

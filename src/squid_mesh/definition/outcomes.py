@@ -9,7 +9,7 @@ from typing import Any
 _CODE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
 
 
-class Retry(Exception):  # noqa: N818 - the name is the contract (design.md section 7)
+class Retry(Exception):
     """Raised by a step to ask for another attempt, within its retry policy's ``max_attempts``.
 
     ``after`` (seconds) overrides the policy's backoff for this retry.
@@ -32,7 +32,7 @@ class Retry(Exception):  # noqa: N818 - the name is the contract (design.md sect
         self.after = None if after is None else float(after)
 
 
-class Fail(Exception):  # noqa: N818 - the name is the contract (design.md section 7)
+class Fail(Exception):
     """Raised by a step for a failure that no retry can fix: the step's error route is taken at once.
 
     ``code`` is a short machine-readable label (lower case, digits, underscores); ``details`` is a

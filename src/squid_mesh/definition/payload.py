@@ -25,7 +25,9 @@ class Field:
 
     def __post_init__(self) -> None:
         if not isinstance(self.type, type):
-            raise DefinitionError(f"Field type must be a type such as str or int, got {self.type!r}")
+            raise DefinitionError(
+                f"Field type must be a type such as str or int, got {self.type!r}"
+            )
 
 
 class PayloadSchema:
@@ -44,7 +46,9 @@ class PayloadSchema:
         if isinstance(spec, Mapping):
             for name, field in spec.items():
                 if not isinstance(name, str) or not name:
-                    raise DefinitionError(f"workflow {workflow!r} payload: field names must be strings")
+                    raise DefinitionError(
+                        f"workflow {workflow!r} payload: field names must be strings"
+                    )
                 if not isinstance(field, Field):
                     raise DefinitionError(
                         f"workflow {workflow!r} payload field {name!r}: expected sm.Field(...), "
@@ -80,7 +84,7 @@ class PayloadSchema:
                     fields[name] = (f.type, ...)
                 else:
                     fields[name] = (f.type | None, None)
-            self._model = pydantic.create_model(  # type: ignore[call-overload]
+            self._model = pydantic.create_model(
                 f"{self._workflow}_payload",
                 __config__=pydantic.ConfigDict(extra="forbid", strict=True),
                 **fields,

@@ -68,7 +68,11 @@ class Backoff:
         if self.kind == "fixed":
             base = self.min
         else:
-            base = self.max if failed_attempt > 64 else min(self.min * 2 ** (failed_attempt - 1), self.max)
+            base = (
+                self.max
+                if failed_attempt > 64
+                else min(self.min * 2 ** (failed_attempt - 1), self.max)
+            )
         return base * (1.0 - self.jitter * rand)
 
     def describe(self) -> dict[str, object]:

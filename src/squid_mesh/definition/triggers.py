@@ -44,7 +44,9 @@ class Cron:
         from croniter import croniter
 
         if not isinstance(self.expression, str) or not croniter.is_valid(self.expression):
-            raise DefinitionError(f"cron trigger {self.name!r}: invalid expression {self.expression!r}")
+            raise DefinitionError(
+                f"cron trigger {self.name!r}: invalid expression {self.expression!r}"
+            )
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError, TypeError):

@@ -174,10 +174,14 @@ class Workflow:
         """
 
         def register(fn: F) -> F:
-            step_name = _check_name("step", name if name is not None else getattr(fn, "__name__", ""))
+            step_name = _check_name(
+                "step", name if name is not None else getattr(fn, "__name__", "")
+            )
             where = f"workflow {self.name!r} step {step_name!r}"
             if step_name == COMPLETE:
-                raise DefinitionError(f"{where}: the name {COMPLETE!r} is reserved for the end of a run")
+                raise DefinitionError(
+                    f"{where}: the name {COMPLETE!r} is reserved for the end of a run"
+                )
             if step_name in self._steps:
                 raise DefinitionError(f"{where}: declared twice")
             if not callable(fn):

@@ -97,7 +97,9 @@ def _bad_run_id() -> str:
 
 def _check_text(option: str, value: object, *, limit: int = 200) -> str:
     if not isinstance(value, str) or not value or len(value) > limit:
-        raise InvalidOptionError(option, f"expected a non-empty string of at most {limit} characters")
+        raise InvalidOptionError(
+            option, f"expected a non-empty string of at most {limit} characters"
+        )
     return value
 
 

@@ -44,7 +44,7 @@ class SystemEntropy:
 
     def fraction(self) -> float:
         """A uniformly random fraction."""
-        return random.random()  # noqa: S311 - jitter, not a secret
+        return random.random()
 
 
 class SeededEntropy:
@@ -56,7 +56,7 @@ class SeededEntropy:
     """
 
     def __init__(self, seed: int) -> None:
-        self._rng = random.Random(seed)  # noqa: S311 - reproducibility is the point
+        self._rng = random.Random(seed)
 
     def run_id(self) -> str:
         """A UUID drawn from the seeded generator."""

@@ -39,7 +39,7 @@ def run_step(step: Step, step_input: dict[str, Any], ctx: StepContext) -> StepRe
         if exc.details:
             error["details"] = redact(exc.details)
         return StepResult(error=error, retryable=False)
-    except Exception as exc:  # noqa: BLE001 - a step's failure is data, recorded with its type
+    except Exception as exc:
         return StepResult(error=exception_error(exc), retryable=True)
     return _check_output(step, returned)
 
@@ -70,7 +70,7 @@ def _call(step: Step, step_input: dict[str, Any], ctx: StepContext) -> Any:
     def target() -> None:
         try:
             box["value"] = asyncio.run(step.fn(step_input, ctx))
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+        except BaseException as exc:
             box["error"] = exc
 
     thread = threading.Thread(target=target, name=f"squid-mesh-step-{step.name}")

@@ -85,7 +85,9 @@ def route(d: Definition, step: str, on: Outcome, view: Mapping[str, Any]) -> str
     return fallback
 
 
-def _visit(d: Definition, state: RunState, target: str, view: Mapping[str, Any], now: float) -> f.Fact:
+def _visit(
+    d: Definition, state: RunState, target: str, view: Mapping[str, Any], now: float
+) -> f.Fact:
     step = d.steps[target]
     visit = state.visits(target) + 1
     if visit > step.max_visits:
@@ -141,7 +143,10 @@ def decide_success(
     """Complete the attempt, merge its (wrapped) output, and route on ``ok``."""
     wrapped = wrap_output(output, d.steps[attempt.step].output)
     view = {**state.view, **wrapped}
-    return [f.AttemptCompleted(attempt.key, output), *_follow(d, state, attempt, "ok", wrapped, view, now)]
+    return [
+        f.AttemptCompleted(attempt.key, output),
+        *_follow(d, state, attempt, "ok", wrapped, view, now),
+    ]
 
 
 def decide_failure(

@@ -16,7 +16,8 @@ def open_store(url: str) -> Store:
         path = url.removeprefix("sqlite://")
         if not path.startswith("/") or path == "/":
             raise InvalidOptionError(
-                "url", "a SQLite URL is sqlite:///relative.db, sqlite:////abs/path.db or sqlite:///:memory:"
+                "url",
+                "a SQLite URL is sqlite:///relative.db, sqlite:////abs/path.db or sqlite:///:memory:",
             )
         from squid_mesh.store.sqlite import SqliteStore
 
@@ -26,4 +27,6 @@ def open_store(url: str) -> Store:
 
         return PostgresStore(url)
     scheme = url.split(":", 1)[0] if ":" in url else "<none>"
-    raise InvalidOptionError("url", f"unsupported scheme {scheme!r}; use sqlite:/// or postgresql://")
+    raise InvalidOptionError(
+        "url", f"unsupported scheme {scheme!r}; use sqlite:/// or postgresql://"
+    )

@@ -10,7 +10,7 @@ from squid_mesh.journal.facts import Entry
 from squid_mesh.journal.fold import RunState
 
 
-class Conflict(Exception):  # noqa: N818 - internal signal, never reaches a caller
+class Conflict(Exception):
     """A concurrent writer won the race; the engine reloads, decides again and retries."""
 
 

@@ -15,14 +15,22 @@ from squid_mesh.store.base import Conflict
 class Cursor(Protocol):
     """The part of a DB-API cursor the stores use."""
 
-    rowcount: int
-    description: Any
+    @property
+    def rowcount(self) -> int:
+        """Rows changed by the last statement."""
 
-    def execute(self, sql: str, params: Any = ..., /) -> Any: ...  # noqa: D102
+    @property
+    def description(self) -> Any:
+        """Column descriptions of the last result, ``None`` when it had no rows."""
 
-    def executemany(self, sql: str, params: Any, /) -> Any: ...  # noqa: D102
+    def execute(self, sql: str, params: Any = ..., /) -> Any:
+        """Run one statement."""
 
-    def fetchall(self) -> list[Any]: ...  # noqa: D102
+    def executemany(self, sql: str, params: Any, /) -> Any:
+        """Run one statement for each parameter set."""
+
+    def fetchall(self) -> list[Any]:
+        """The rows of the last result."""
 
 
 class SqlTx:

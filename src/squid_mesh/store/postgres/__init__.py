@@ -19,7 +19,7 @@ def _safe_url(conninfo: str) -> str:
 
     try:
         parts = conninfo_to_dict(conninfo)
-    except Exception:  # noqa: BLE001 - a malformed URL must still not leak what it holds
+    except Exception:
         return "postgresql://<unparseable url>"
     user = f"{parts['user']}@" if parts.get("user") else ""
     host = parts.get("host") or "localhost"
@@ -58,7 +58,7 @@ class PostgresStore:
                 timeout=30.0,
             )
             self._pool.wait(timeout=30.0)
-        except Exception as exc:  # noqa: BLE001 - translated at the boundary, credentials removed
+        except Exception as exc:
             raise StoreError(f"cannot connect to {self._url}: {type(exc).__name__}") from None
 
     def describe(self) -> str:
