@@ -1,0 +1,1 @@
+"""squid-mesh benchmarks: ``python -m benchmarks --store sqlite|postgres --scenario ...``."""

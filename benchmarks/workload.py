@@ -1,0 +1,64 @@
+"""The benchmark workflow (three trivial steps) and store set-up."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import squid_mesh as sm
+
+PG_ADMIN = os.environ.get("SQUID_MESH_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def three_steps() -> sm.Workflow:
+    wf = sm.Workflow("bench_three", version="1")
+
+    @wf.step()
+    def one(input: dict, ctx: sm.StepContext) -> dict:
+        return {"one": 1}
+
+    @wf.step()
+    def two(input: dict, ctx: sm.StepContext) -> dict:
+        return {"two": 2}
+
+    @wf.step()
+    def three(input: dict, ctx: sm.StepContext) -> dict:
+        return {"three": 3}
+
+    wf.transition("one", to="two")
+    wf.transition("two", to="three")
+    wf.transition("three", to=sm.COMPLETE)
+    return wf
+
+
+def fresh_store(store: str) -> str:
+    """A fresh, migrated database URL for the chosen store."""
+    if store == "sqlite":
+        folder = Path(tempfile.mkdtemp(prefix="squid-mesh-bench-"))
+        url = f"sqlite:///{folder / 'bench.db'}"
+    else:
+        import psycopg
+
+        name = "squid_mesh_bench"
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            conn.execute(f"CREATE DATABASE {name}")
+        url = f"{PG_ADMIN.partition('?')[0].rsplit('/', 1)[0]}/{name}"
+    with sm.connect(url) as mesh:
+        mesh.migrate()
+    return url
+
+
+def committed_transactions(url: str) -> int | None:
+    """Postgres: the database's committed transaction counter (None on SQLite)."""
+    if not url.startswith("postgres"):
+        return None
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = conn.execute(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()
+    return int(row[0]) if row else None
