@@ -132,11 +132,12 @@ class Engine:
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def transact(self, fn: Callable[[Tx], T]) -> T:
+    def transact(self, fn: Callable[[Tx], T], *, read_only: bool = False) -> T:
         """Run ``fn`` in a transaction, retrying it when a concurrent writer won the race."""
+        begin = self.store.read_transaction if read_only else self.store.transaction
         for attempt in range(_MAX_RACES):
             try:
-                with self.store.transaction() as tx:
+                with begin() as tx:
                     return fn(tx)
             except Conflict:
                 time.sleep(min(0.001 * 2 ** min(attempt, 6), 0.05) * self.entropy.fraction())
@@ -338,7 +339,7 @@ class Engine:
                 attempt.number,
                 _outcome(facts),
                 after.status,
-                None if result is None else result.error,
+                unrunnable if result is None else result.error,
             )
 
         return self.transact(record)
@@ -370,7 +371,9 @@ class Engine:
             state = self._load(tx, rid, lock=False)
             return state, tx.load_entries(rid) if history else None
 
-        return self.transact(read)
+        # One snapshot for the run row, its attempts and its journal: a concurrent writer can
+        # never make a read mix two revisions (and so never make verify() report a false problem).
+        return self.transact(read, read_only=True)
 
     def verify(self) -> list[Problem]:
         """Refold every journal and compare it with the projections."""

@@ -55,6 +55,9 @@ class Store(Protocol):
     def transaction(self) -> AbstractContextManager[Tx]:
         """A write transaction (retried by the engine on :class:`Conflict`)."""
 
+    def read_transaction(self) -> AbstractContextManager[Tx]:
+        """A read-only transaction whose reads all see one snapshot (and block no writer)."""
+
     def migrate(self) -> list[str]:
         """Apply pending migrations; return the versions applied now."""
 
@@ -69,7 +72,7 @@ def iter_pages(store: Store, page: int = 500) -> Iterator[list[str]]:
     """Every run id, ``page`` at a time, each page read in its own short transaction."""
     after = ""
     while True:
-        with store.transaction() as tx:
+        with store.read_transaction() as tx:
             ids = tx.run_ids_page(after, page)
         if not ids:
             return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from squid_mesh.errors import StoreError
@@ -65,13 +65,22 @@ class PostgresStore:
         """The store's URL without its password."""
         return self._url
 
+    def transaction(self) -> AbstractContextManager[SqlTx]:
+        """One READ COMMITTED transaction on a pooled connection."""
+        return self._transaction(None)
+
+    def read_transaction(self) -> AbstractContextManager[SqlTx]:
+        """A REPEATABLE READ, READ ONLY transaction: every read sees the same snapshot."""
+        return self._transaction("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+
     @contextmanager
-    def transaction(self) -> Iterator[SqlTx]:
-        """One transaction on a pooled connection; driver errors become squid-mesh errors."""
+    def _transaction(self, setting: str | None) -> Iterator[SqlTx]:
         errors = self._psycopg.errors
         with self._pool.connection() as conn:
             try:
                 with conn.transaction(), conn.cursor() as cur:
+                    if setting is not None:
+                        cur.execute(setting)
                     yield SqlTx(cur, self._queries, wf_keys_as_json=False)
             except (errors.SerializationFailure, errors.DeadlockDetected) as exc:
                 raise Conflict(str(exc)) from None

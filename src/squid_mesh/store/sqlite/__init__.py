@@ -6,7 +6,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from squid_mesh.errors import StoreError
 from squid_mesh.store.base import Conflict
@@ -50,13 +50,20 @@ class SqliteStore:
         """The store's URL."""
         return f"sqlite:///{self._path}"
 
+    def transaction(self) -> AbstractContextManager[SqlTx]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``: holds the write lock from the start."""
+        return self._transaction("BEGIN IMMEDIATE")
+
+    def read_transaction(self) -> AbstractContextManager[SqlTx]:
+        """A deferred transaction: in WAL mode its reads share one snapshot and take no write lock."""
+        return self._transaction("BEGIN DEFERRED")
+
     @contextmanager
-    def transaction(self) -> Iterator[SqlTx]:
-        """``BEGIN IMMEDIATE`` ... ``COMMIT``; rolls back on any error."""
+    def _transaction(self, begin: str) -> Iterator[SqlTx]:
         with self._lock:
             cur = self._conn.cursor()
             try:
-                cur.execute("BEGIN IMMEDIATE")
+                cur.execute(begin)
             except sqlite3.OperationalError as exc:
                 raise StoreError(f"{self.describe()}: cannot begin a transaction: {exc}") from None
             try:
