@@ -1,0 +1,109 @@
+"""Workflow definitions shared by the acceptance tests and their worker processes.
+
+The test process and every worker process import this module and register the same workflows, so
+they agree on names, versions and fingerprints. Steps that must behave differently in different
+processes read :data:`WORKER` (set by ``tests.acceptance.worker`` from its command line) or look at
+files whose paths come in the run's payload: no state crosses processes except through the files
+and the database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import squid_mesh as sm
+
+# Set by the worker process from --tag / --hold; the test process keeps the defaults.
+WORKER: dict[str, Any] = {"tag": "test", "hold": False}
+
+# The longest a held step waits for its release file (keeps a broken test bounded).
+HOLD_LIMIT = 30.0
+
+
+def three_steps() -> sm.Workflow:
+    """``a -> b -> c``: the payload's ``n`` is carried through three quick steps."""
+    wf = sm.Workflow("acc_three", version="1")
+
+    @wf.step()
+    def a(input: dict[str, Any], ctx: sm.StepContext) -> dict[str, Any]:
+        return {"a": input["n"] + 1}
+
+    @wf.step()
+    def b(input: dict[str, Any], ctx: sm.StepContext) -> dict[str, Any]:
+        return {"b": input["a"] * 2}
+
+    @wf.step()
+    def c(input: dict[str, Any], ctx: sm.StepContext) -> dict[str, Any]:
+        return {"c": input["b"] - 1}
+
+    wf.transition("a", to="b")
+    wf.transition("b", to="c")
+    wf.transition("c", to=sm.COMPLETE)
+    return wf
+
+
+def sleepy() -> sm.Workflow:
+    """One step that writes ``<dir>/started.<pid>``, then sleeps 60 s while ``<dir>/slow`` exists."""
+    wf = sm.Workflow("acc_sleepy", version="1")
+
+    @wf.step()
+    def nap(input: dict[str, Any], ctx: sm.StepContext) -> dict[str, Any]:
+        folder = Path(input["dir"])
+        (folder / f"started.{os.getpid()}").write_text(str(ctx.attempt))
+        if (folder / "slow").exists():
+            time.sleep(60)
+        return {"pid": os.getpid()}
+
+    wf.transition("nap", to=sm.COMPLETE)
+    return wf
+
+
+def contended() -> sm.Workflow:
+    """One step that returns ``{"by": <worker tag>}``.
+
+    It writes ``<dir>/claimed.<tag>`` on entry. In a worker started with ``--hold`` it then blocks
+    (without heartbeat) until ``<dir>/release`` exists, so its completion arrives late.
+    """
+    wf = sm.Workflow("acc_contended", version="1")
+
+    @wf.step()
+    def work(input: dict[str, Any], ctx: sm.StepContext) -> dict[str, Any]:
+        folder = Path(input["dir"])
+        tag = str(WORKER["tag"])
+        (folder / f"claimed.{tag}").write_text(str(ctx.attempt))
+        if WORKER["hold"]:
+            deadline = time.monotonic() + HOLD_LIMIT
+            while not (folder / "release").exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+        return {"by": tag}
+
+    wf.transition("work", to=sm.COMPLETE)
+    return wf
+
+
+def flaky() -> sm.Workflow:
+    """One step that fails on attempts 1 and 2 and succeeds on 3; logs each ``ctx.attempt``.
+
+    Every execution appends ``{"pid": ..., "attempt": ctx.attempt}`` to the payload's ``log`` file.
+    """
+    wf = sm.Workflow("acc_flaky", version="1")
+
+    @wf.step(retry=sm.RetryPolicy(max_attempts=3, backoff=sm.Backoff.fixed(0)))
+    def wobble(input: dict[str, Any], ctx: sm.StepContext) -> dict[str, Any]:
+        with open(input["log"], "a", encoding="utf-8") as log:
+            log.write(json.dumps({"pid": os.getpid(), "attempt": ctx.attempt}) + "\n")
+        if ctx.attempt < 3:
+            raise RuntimeError(f"wobble failed on attempt {ctx.attempt}")
+        return {"finished_on": ctx.attempt}
+
+    wf.transition("wobble", to=sm.COMPLETE)
+    return wf
+
+
+def all_workflows() -> list[sm.Workflow]:
+    """Every acceptance workflow (the test process and the workers register the same set)."""
+    return [three_steps(), sleepy(), contended(), flaky()]
