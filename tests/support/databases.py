@@ -20,7 +20,7 @@ import squid_mesh as sm
 ADMIN_URL = os.environ.get("SQUID_MESH_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 TABLES = ("squid_mesh_runs", "squid_mesh_attempts", "squid_mesh_facts")
 _names = count()
-_template: str | None = None
+_template: dict[str, str] = {}
 
 
 def _admin() -> object:
@@ -38,7 +38,7 @@ def require_postgres() -> None:
     """Skip (or, under CI=true, fail) when Postgres is unreachable."""
     try:
         conn = _admin()
-    except Exception as exc:  # noqa: BLE001 - any failure to connect means "not available"
+    except Exception as exc:  # any failure to connect means "not available"
         message = (
             f"PostgreSQL not reachable at {ADMIN_URL.split('@')[-1]} ({type(exc).__name__}); "
             "start it or set SQUID_MESH_TEST_PG_URL to run the Postgres half of the suite"
@@ -64,8 +64,7 @@ def _drop_stale(conn: object) -> None:
 
 
 def _ensure_template() -> str:
-    global _template
-    if _template is None:
+    if "name" not in _template:
         name = f"sm_test_{os.getpid()}_template"
         with _admin() as conn:  # type: ignore[attr-defined]
             _drop_stale(conn)
@@ -73,8 +72,8 @@ def _ensure_template() -> str:
             conn.execute(f'CREATE DATABASE "{name}"')
         with sm.connect(_url_for(name)) as mesh:
             mesh.migrate()
-        _template = name
-    return _template
+        _template["name"] = name
+    return _template["name"]
 
 
 @contextmanager
@@ -128,6 +127,6 @@ def row_counts(url: str) -> dict[str, int]:
 
 def drop_template() -> None:
     """Drop this process's template database (end of session)."""
-    if _template is not None:
+    if "name" in _template:
         with _admin() as conn:  # type: ignore[attr-defined]
-            conn.execute(f'DROP DATABASE IF EXISTS "{_template}" WITH (FORCE)')
+            conn.execute(f'DROP DATABASE IF EXISTS "{_template.pop("name")}" WITH (FORCE)')
