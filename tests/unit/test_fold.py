@@ -214,6 +214,27 @@ def test_the_fold_never_mutates_a_previous_state() -> None:
     assert (dict(before.attempts), dict(before.context), before.status, before.rev) == snapshot
 
 
+def test_a_released_attempt_is_scheduled_again_and_keeps_its_claim_count() -> None:
+    state = fold(
+        RUN,
+        journal(
+            STARTED,
+            f.StepsPlanned((f.PlannedAttempt("load", 1, 1, {}, T0 + 1),)),
+            f.AttemptClaimed("load:1:1", "w1", "h1", T0 + 34),
+            f.AttemptReleased("load:1:1"),
+        ),
+    )
+    attempt = state.attempts["load:1:1"]
+    assert attempt.status is AttemptStatus.SCHEDULED and attempt.due_at == T0 + 1
+    assert (attempt.owner, attempt.claim_hash, attempt.lease_until, attempt.started_at) == (
+        None,
+        None,
+        None,
+        None,
+    )
+    assert attempt.claims == 1
+
+
 def test_run_state_statuses() -> None:
     assert not RunStatus.RUNNING.terminal and not RunStatus.PAUSED.terminal
     assert all(s.terminal for s in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED))
@@ -234,6 +255,7 @@ ONE_OF_EACH: list[f.Fact] = [
     ),
     f.AttemptClaimed("a:1:1", "w1", "0" * 64, T0 + 30.5),
     f.AttemptHeartbeat("a:1:1", T0 + 60.0),
+    f.AttemptReleased("a:1:1"),
     f.AttemptCompleted("a:1:1", {"ü": "ünïcode", "n": None}),
     f.AttemptFailed("a:1:1", {"type": "ValueError", "message": "bad", "code": "exception"}),
     f.ResultApplied("a:1:1", {"wrapped": {"x": 1}}, "complete"),

@@ -27,7 +27,15 @@ from squid_mesh.errors import (
     UnknownWorkflowError,
 )
 from squid_mesh.journal import facts as f
-from squid_mesh.journal.fold import AttemptState, RunState, RunStatus, apply, fold, start_state
+from squid_mesh.journal.fold import (
+    AttemptState,
+    AttemptStatus,
+    RunState,
+    RunStatus,
+    apply,
+    fold,
+    start_state,
+)
 from squid_mesh.store.base import Conflict, Store, Tx, iter_pages
 
 T = TypeVar("T")
@@ -53,6 +61,17 @@ class Execution:
     outcome: Outcome
     run_status: RunStatus
     error: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """An attempt this process claimed: the run as of the claim and the hash that fences it."""
+
+    state: RunState
+    attempt: AttemptState
+    claim_hash: str
+    owner: str
+    lease: float
 
 
 @dataclass(frozen=True)
@@ -129,6 +148,8 @@ class Engine:
             self.definitions[d.key] = d
             self.latest[d.name] = d
         self._wf_keys = sorted(self.definitions)
+        # Claims taken by prefetch and not yet run, by (owner_id, queue).
+        self._held: dict[tuple[str, str], Claim] = {}
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -253,96 +274,173 @@ class Engine:
             )
             return self._write(tx, state, [receipt, f.RunCancelled(reason)], now)
 
-        return self.transact(write)
+        cancelled = self.transact(write)
+        # A claim this process prefetched for the run must not start the step now.
+        for slot, held in list(self._held.items()):
+            if held.state.run_id == rid:
+                self._held.pop(slot, None)
+        return cancelled
 
     # -- execute_next -----------------------------------------------------------------------
 
     def execute_next(
-        self, *, queue: str, owner_id: str, lease: float, now: float | None
+        self, *, queue: str, owner_id: str, lease: float, now: float | None, prefetch: bool
     ) -> Execution | None:
-        """Claim the next due attempt of ``queue``, run it here, record what it did."""
+        """Claim the next due attempt of ``queue``, run it here, record what it did.
+
+        With ``prefetch``, the transaction that records the outcome also claims the next due
+        attempt for the same owner and queue; the next call runs it without a claim transaction.
+        """
         if not isinstance(queue, str) or not QUEUE_PATTERN.match(queue):
             raise InvalidOptionError("queue", "expected 1-100 characters of [A-Za-z0-9_.-]")
         _check_text("owner_id", owner_id)
-        token = self.entropy.token()
-        claim = token_hash(token)
         claim_time = self.clock() if now is None else now
-
-        def take(tx: Tx) -> tuple[RunState, AttemptState] | None:
-            found = tx.next_claimable(queue, self._wf_keys, claim_time)
-            if found is None:
-                return None
-            run_id, key = found
-            state = self._load(tx, run_id, lock=True)
-            if not planner.can_claim(state, key, claim_time):
-                raise Conflict(run_id)  # changed since the index read: look again
-            claimed = f.AttemptClaimed(key, owner_id, claim, claim_time + lease)
-            after = self._write(tx, state, [claimed], claim_time)
-            return after, after.attempts[key]
-
-        taken = self.transact(take)
-        if taken is None:
+        claim = self._take_held(owner_id, queue, claim_time) or self._claim(
+            queue, owner_id, lease, claim_time
+        )
+        if claim is None:
             return None
-        state, attempt = taken
+        state, attempt = claim.state, claim.attempt
         d = self.definitions[f"{state.workflow}@{state.version}"]
         step = d.steps.get(attempt.step)
+        result: planner.StepResult
         if step is None:
-            error = planner.engine_error(
-                "step_not_in_definition",
-                f"step {attempt.step!r} is not in workflow {d.name!r} version {d.version!r} "
-                "as loaded here (the definition changed without a new version)",
+            result = planner.StepResult(
+                error=planner.engine_error(
+                    "step_not_in_definition",
+                    f"step {attempt.step!r} is not in workflow {d.name!r} version {d.version!r} "
+                    "as loaded here (the definition changed without a new version)",
+                )
             )
-            return self._finish(state.run_id, attempt, claim, None, error, now)
-        ctx = StepContext(
-            run_id=state.run_id,
-            workflow=state.workflow,
-            version=state.version,
-            step=attempt.step,
-            attempt=attempt.number,
-            visit=attempt.visit,
-            state=state.view,
-            heartbeat=lambda: self._heartbeat(state.run_id, attempt.key, claim, lease),
+        else:
+            ctx = StepContext(
+                run_id=state.run_id,
+                workflow=state.workflow,
+                version=state.version,
+                step=attempt.step,
+                attempt=attempt.number,
+                visit=attempt.visit,
+                state=state.view,
+                heartbeat=lambda: self._heartbeat(
+                    state.run_id, attempt.key, claim.claim_hash, lease
+                ),
+            )
+            result = run_step(step, attempt.input, ctx)
+        execution, held = self._finish(
+            claim, result, runnable=step is not None, now=now, prefetch=prefetch, queue=queue
         )
-        result = run_step(step, attempt.input, ctx)
-        return self._finish(state.run_id, attempt, claim, result, None, now)
+        if held is not None:
+            self._held[(owner_id, queue)] = held
+        return execution
+
+    def _take_held(self, owner_id: str, queue: str, at: float) -> Claim | None:
+        held = self._held.pop((owner_id, queue), None)
+        lease_until = None if held is None else held.attempt.lease_until
+        # A held claim whose lease ran out may already belong to another worker: let it go.
+        return held if lease_until is not None and lease_until > at else None
+
+    def _claim(self, queue: str, owner_id: str, lease: float, at: float) -> Claim | None:
+        if not self.store.might_have_due(queue, self._wf_keys, at):
+            return None
+        return self.transact(
+            lambda tx: self._claim_in(tx, queue, owner_id, lease, at, known=None, strict=True)
+        )
+
+    def _claim_in(
+        self,
+        tx: Tx,
+        queue: str,
+        owner_id: str,
+        lease: float,
+        at: float,
+        *,
+        known: RunState | None,
+        strict: bool,
+    ) -> Claim | None:
+        found = tx.next_claimable(queue, self._wf_keys, at)
+        if found is None:
+            return None
+        run_id, key = found
+        reuse = known is not None and known.run_id == run_id
+        state = known if reuse and known is not None else self._load(tx, run_id, lock=True)
+        if not planner.can_claim(state, key, at):
+            if strict:
+                raise Conflict(run_id)  # changed since the index read: look again
+            return None
+        claim_hash = token_hash(self.entropy.token())
+        claimed = f.AttemptClaimed(key, owner_id, claim_hash, at + lease)
+        after = self._write(tx, state, [claimed], at)
+        return Claim(after, after.attempts[key], claim_hash, owner_id, lease)
 
     def _finish(
         self,
-        run_id: str,
-        claimed: AttemptState,
-        claim: str,
-        result: planner.StepResult | None,
-        unrunnable: dict[str, Any] | None,
+        claim: Claim,
+        result: planner.StepResult,
+        *,
+        runnable: bool,
         now: float | None,
-    ) -> Execution:
+        prefetch: bool,
+        queue: str,
+    ) -> tuple[Execution, Claim | None]:
         done_at = self.clock() if now is None else now
         rand = self.entropy.fraction()
+        claimed = claim.attempt
+        run_id = claim.state.run_id
 
-        def record(tx: Tx) -> Execution:
+        def record(tx: Tx) -> tuple[Execution, Claim | None]:
             state = self._load(tx, run_id, lock=True)
             attempt = state.attempts.get(claimed.key)
-            if attempt is None or not planner.claim_is_current(attempt, claim):
-                return Execution(run_id, claimed.step, claimed.number, "lease_lost", state.status)
-            d = self.definitions[f"{state.workflow}@{state.version}"]
-            if result is None:
-                facts = planner.decide_unrunnable(attempt, unrunnable or {})
-            elif state.status.terminal:
-                facts = planner.decide_late(attempt, result, f"run {state.status.value}")
-            elif result.ok:
-                facts = planner.decide_success(d, state, attempt, result.output or {}, done_at)
+            if attempt is None or not planner.claim_is_current(attempt, claim.claim_hash):
+                outcome: Outcome = "lease_lost"
+                after = state
             else:
-                facts = planner.decide_failure(d, state, attempt, result, done_at, rand)
-            after = self._write(tx, state, facts, done_at)
-            return Execution(
+                d = self.definitions[f"{state.workflow}@{state.version}"]
+                if not runnable:
+                    facts = planner.decide_unrunnable(attempt, result.error or {})
+                elif state.status.terminal:
+                    facts = planner.decide_late(attempt, result, f"run {state.status.value}")
+                elif result.ok:
+                    facts = planner.decide_success(d, state, attempt, result.output or {}, done_at)
+                else:
+                    facts = planner.decide_failure(d, state, attempt, result, done_at, rand)
+                after = self._write(tx, state, facts, done_at)
+                outcome = _outcome(facts)
+            execution = Execution(
                 run_id,
-                attempt.step,
-                attempt.number,
-                _outcome(facts),
+                claimed.step,
+                claimed.number,
+                outcome,
                 after.status,
-                unrunnable if result is None else result.error,
+                None if outcome == "lease_lost" else result.error,
             )
+            held = None
+            if prefetch:
+                held = self._claim_in(
+                    tx, queue, claim.owner, claim.lease, done_at, known=after, strict=False
+                )
+            return execution, held
 
         return self.transact(record)
+
+    def release_held(self) -> int:
+        """Give back every claim prefetched and not yet run (at shutdown); return how many."""
+        released = 0
+        while self._held:
+            _, held = self._held.popitem()
+            key = held.attempt.key
+
+            def write(tx: Tx, held: Claim = held, key: str = key) -> int:
+                state = tx.load_run(held.state.run_id, lock=True)
+                attempt = None if state is None else state.attempts.get(key)
+                if state is None or attempt is None or attempt.status is not AttemptStatus.RUNNING:
+                    return 0
+                if not planner.claim_is_current(attempt, held.claim_hash):
+                    return 0
+                self._write(tx, state, [f.AttemptReleased(key)], self.clock())
+                return 1
+
+            released += self.transact(write)
+        return released
 
     def _heartbeat(self, run_id: str, key: str, claim: str, lease: float) -> bool:
         beat_at = self.clock()

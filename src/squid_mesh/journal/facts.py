@@ -88,6 +88,14 @@ class AttemptHeartbeat:
 
 
 @dataclass(frozen=True)
+class AttemptReleased:
+    """The claiming worker gave the attempt back unrun (shutdown): it is claimable again at once."""
+
+    kind: ClassVar[str] = "attempt_released"
+    key: str
+
+
+@dataclass(frozen=True)
 class AttemptCompleted:
     """The step returned; ``output`` is what it returned (before output wrapping)."""
 
@@ -156,6 +164,7 @@ Fact = (
     | StepsPlanned
     | AttemptClaimed
     | AttemptHeartbeat
+    | AttemptReleased
     | AttemptCompleted
     | AttemptFailed
     | ResultApplied
@@ -173,6 +182,7 @@ FACT_TYPES: dict[str, type[Fact]] = {
         StepsPlanned,
         AttemptClaimed,
         AttemptHeartbeat,
+        AttemptReleased,
         AttemptCompleted,
         AttemptFailed,
         ResultApplied,

@@ -171,6 +171,23 @@ def _heartbeat(state: RunState, entry: f.Entry) -> RunState:
     return _with_attempt(state, replace(_attempt(state, fact.key), lease_until=fact.lease_until))
 
 
+def _released(state: RunState, entry: f.Entry) -> RunState:
+    fact = entry.fact
+    assert isinstance(fact, f.AttemptReleased)
+    a = _attempt(state, fact.key)
+    return _with_attempt(
+        state,
+        replace(
+            a,
+            status=AttemptStatus.SCHEDULED,
+            owner=None,
+            claim_hash=None,
+            lease_until=None,
+            started_at=None,
+        ),
+    )
+
+
 def _completed(state: RunState, entry: f.Entry) -> RunState:
     fact = entry.fact
     assert isinstance(fact, f.AttemptCompleted)
@@ -253,6 +270,7 @@ _APPLIERS: dict[type[Any], Applier] = {
     f.StepsPlanned: _planned,
     f.AttemptClaimed: _claimed,
     f.AttemptHeartbeat: _heartbeat,
+    f.AttemptReleased: _released,
     f.AttemptCompleted: _completed,
     f.AttemptFailed: _failed,
     f.ResultApplied: _applied,

@@ -58,6 +58,12 @@ class Store(Protocol):
     def read_transaction(self) -> AbstractContextManager[Tx]:
         """A read-only transaction whose reads all see one snapshot (and block no writer)."""
 
+    def might_have_due(self, queue: str, wf_keys: Sequence[str], now: float) -> bool:
+        """A cheap check, taking no write lock, that may say False when no attempt is due.
+
+        ``True`` only means "try to claim": the claim itself decides.
+        """
+
     def migrate(self) -> list[str]:
         """Apply pending migrations; return the versions applied now."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 
 from squid_mesh.errors import StoreError
@@ -57,6 +57,11 @@ class SqliteStore:
     def read_transaction(self) -> AbstractContextManager[SqlTx]:
         """A deferred transaction: in WAL mode its reads share one snapshot and take no write lock."""
         return self._transaction("BEGIN DEFERRED")
+
+    def might_have_due(self, queue: str, wf_keys: Sequence[str], now: float) -> bool:
+        """Look for a due attempt in a read transaction: idle pollers never take the write lock."""
+        with self.read_transaction() as tx:
+            return tx.next_claimable(queue, wf_keys, now) is not None
 
     @contextmanager
     def _transaction(self, begin: str) -> Iterator[SqlTx]:
