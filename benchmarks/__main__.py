@@ -29,7 +29,7 @@ def latency(url: str, runs: int) -> dict[str, float]:
         for i in range(runs):
             t0 = time.perf_counter()
             mesh.start("bench_three", {"i": i})
-            while mesh.execute_next(owner_id="bench"):
+            while mesh.execute_next(owner_id="bench", prefetch=True):
                 pass
             per_run.append(time.perf_counter() - t0)
         elapsed = time.perf_counter() - started
@@ -50,13 +50,15 @@ def drain(url: str, owner: str) -> int:
     idle_since = None
     with sm.connect(url, workflows=[three_steps()]) as mesh:
         while True:
-            if mesh.execute_next(owner_id=owner):
+            if mesh.execute_next(owner_id=owner, prefetch=True):
                 done += 1
                 idle_since = None
-            elif idle_since is None:
+                continue
+            if idle_since is None:
                 idle_since = time.monotonic()
             elif time.monotonic() - idle_since > 0.5:
                 return done
+            time.sleep(0.05)  # an idle worker polls, as a real one would
 
 
 def throughput(url: str, runs: int, workers: int = 2) -> dict[str, float]:

@@ -45,13 +45,13 @@ QUERY_NAME = re.compile(r"[a-z_][a-z0-9_]*")
 
 
 def _names_used_by_code() -> set[str]:
-    """Query names the store code passes to ``execute``/``_write`` or looks up in ``_q``."""
+    """Query names the store code passes to ``query``/``command`` or looks up in ``_q``."""
     used: set[str] = set()
     for path in STORE.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text("utf-8"))):
             args: list[ast.expr] = []
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-                if node.func.attr in ("execute", "_write") and node.args:
+                if node.func.attr in ("query", "command") and node.args:
                     args = [node.args[0]]
             elif (
                 isinstance(node, ast.Subscript)

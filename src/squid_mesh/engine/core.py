@@ -390,21 +390,28 @@ class Engine:
         def record(tx: Tx) -> tuple[Execution, Claim | None]:
             state = self._load(tx, run_id, lock=True)
             attempt = state.attempts.get(claimed.key)
+            held: Claim | None = None
             if attempt is None or not planner.claim_is_current(attempt, claim.claim_hash):
                 outcome: Outcome = "lease_lost"
                 after = state
             else:
-                d = self.definitions[f"{state.workflow}@{state.version}"]
-                if not runnable:
-                    facts = planner.decide_unrunnable(attempt, result.error or {})
-                elif state.status.terminal:
-                    facts = planner.decide_late(attempt, result, f"run {state.status.value}")
-                elif result.ok:
-                    facts = planner.decide_success(d, state, attempt, result.output or {}, done_at)
-                else:
-                    facts = planner.decide_failure(d, state, attempt, result, done_at, rand)
-                after = self._write(tx, state, facts, done_at)
+                facts = self._decide(state, attempt, result, runnable, done_at, rand)
                 outcome = _outcome(facts)
+                sticky = None
+                if prefetch:
+                    # Depth first: the run's own successor, due now, is claimed in this same
+                    # write, so a run's next step costs no claim query and no extra transaction.
+                    preview = _advance(state, _entries(state, facts, done_at))
+                    sticky = planner.sticky_successor(preview, queue, done_at)
+                if sticky is not None:
+                    claim_hash = token_hash(self.entropy.token())
+                    lease_until = done_at + claim.lease
+                    facts = [*facts, f.AttemptClaimed(sticky, claim.owner, claim_hash, lease_until)]
+                after = self._write(tx, state, facts, done_at)
+                if sticky is not None:
+                    held = Claim(
+                        after, after.attempts[sticky], claim_hash, claim.owner, claim.lease
+                    )
             execution = Execution(
                 run_id,
                 claimed.step,
@@ -413,14 +420,31 @@ class Engine:
                 after.status,
                 None if outcome == "lease_lost" else result.error,
             )
-            held = None
-            if prefetch:
+            if prefetch and held is None:
                 held = self._claim_in(
                     tx, queue, claim.owner, claim.lease, done_at, known=after, strict=False
                 )
             return execution, held
 
         return self.transact(record)
+
+    def _decide(
+        self,
+        state: RunState,
+        attempt: AttemptState,
+        result: planner.StepResult,
+        runnable: bool,
+        done_at: float,
+        rand: float,
+    ) -> list[f.Fact]:
+        d = self.definitions[f"{state.workflow}@{state.version}"]
+        if not runnable:
+            return planner.decide_unrunnable(attempt, result.error or {})
+        if state.status.terminal:
+            return planner.decide_late(attempt, result, f"run {state.status.value}")
+        if result.ok:
+            return planner.decide_success(d, state, attempt, result.output or {}, done_at)
+        return planner.decide_failure(d, state, attempt, result, done_at, rand)
 
     def release_held(self) -> int:
         """Give back every claim prefetched and not yet run (at shutdown); return how many."""

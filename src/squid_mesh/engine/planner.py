@@ -74,6 +74,16 @@ def can_claim(state: RunState, key: str, now: float) -> bool:
     return due is not None and due <= now
 
 
+def sticky_successor(state: RunState, queue: str, now: float) -> str | None:
+    """The key of an attempt of this run that a worker of ``queue`` may claim now, if any."""
+    if state.status.terminal or state.queue != queue:
+        return None
+    for attempt in state.live_attempts():
+        if attempt.status is AttemptStatus.SCHEDULED and attempt.visible_at <= now:
+            return attempt.key
+    return None
+
+
 def route(d: Definition, step: str, on: Outcome, view: Mapping[str, Any]) -> str | None:
     """The target of the first matching transition (conditions in order, then the fallback)."""
     fallback: str | None = None

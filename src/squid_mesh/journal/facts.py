@@ -203,9 +203,16 @@ class Entry:
     fact: Fact
 
 
+def to_data(fact: Fact) -> dict[str, Any]:
+    """The fact's fields as plain values (planned attempts as mappings)."""
+    if isinstance(fact, StepsPlanned):
+        return {"attempts": [dict(vars(a)) for a in fact.attempts]}
+    return dict(vars(fact))
+
+
 def encode(fact: Fact) -> str:
     """The fact's data as compact JSON (its kind is stored beside it)."""
-    return json.dumps(dataclasses.asdict(fact), separators=(",", ":"), allow_nan=False)
+    return json.dumps(to_data(fact), separators=(",", ":"), allow_nan=False)
 
 
 def decode(kind: str, data: str | dict[str, Any]) -> Fact:

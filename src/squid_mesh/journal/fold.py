@@ -7,9 +7,9 @@ loaded from the projection forward, so the two can never disagree about what a f
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from squid_mesh.journal import facts as f
 
@@ -110,6 +110,21 @@ class RunState:
     def visits(self, step: str) -> int:
         """How many visits of ``step`` were planned so far."""
         return max((a.visit for a in self.attempts.values() if a.step == step), default=0)
+
+
+S = TypeVar("S", "RunState", "AttemptState")
+
+
+def replace(obj: S, **changes: Any) -> S:
+    """A copy of a state with some fields changed.
+
+    ``dataclasses.replace`` re-runs ``__init__``; the fold runs for every fact of every command,
+    so it copies the instance dictionary instead (the states hold no derived fields to recompute).
+    """
+    new = object.__new__(type(obj))
+    new.__dict__.update(obj.__dict__)
+    new.__dict__.update(changes)
+    return new
 
 
 class FoldError(Exception):
@@ -307,7 +322,10 @@ def apply(state: RunState, entry: f.Entry) -> RunState:
     if entry.seq != state.rev + 1:
         raise FoldError(f"run {state.run_id}: fact seq {entry.seq} follows rev {state.rev}")
     moved = _APPLIERS[type(entry.fact)](state, entry)
-    return replace(moved, rev=entry.seq, updated_at=entry.at)
+    if moved is state:
+        return replace(state, rev=entry.seq, updated_at=entry.at)
+    moved.__dict__.update(rev=entry.seq, updated_at=entry.at)  # a fresh copy: no one else holds it
+    return moved
 
 
 def fold(run_id: str, entries: Iterable[f.Entry]) -> RunState:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from squid_mesh.journal.facts import Entry
+from squid_mesh.journal.facts import Entry, to_data
 from squid_mesh.journal.fold import AttemptState, AttemptStatus, RunState, RunStatus
 
 
@@ -128,7 +127,7 @@ def snapshot(state: RunState, entries: list[Entry] | None = None) -> RunSnapshot
                 seq=e.seq,
                 at=to_datetime(e.at),  # type: ignore[arg-type]
                 kind=e.fact.kind,
-                data=_redact_claim(dataclasses.asdict(e.fact)),
+                data=_redact_claim(to_data(e.fact)),
             )
             for e in entries
         )

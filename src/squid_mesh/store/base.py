@@ -34,7 +34,8 @@ class Tx(Protocol):
     def save(self, before: RunState, after: RunState, entries: Sequence[Entry]) -> None:
         """Append ``entries`` and move the projection from ``before`` to ``after``.
 
-        Raises :class:`Conflict` when the run's revision is no longer ``before.rev``.
+        When the run's revision is no longer ``before.rev``, the transaction fails (at once or at
+        commit) with :class:`Conflict`.
         """
 
     def load_entries(self, run_id: str) -> list[Entry]:
@@ -43,8 +44,8 @@ class Tx(Protocol):
     def run_ids_page(self, after: str, limit: int) -> list[str]:
         """Run ids in id order after ``after`` (for whole-store scans such as verify)."""
 
-    def execute(self, name: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        """Run a named query of the catalog; for store-level helpers."""
+    def query(self, name: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run a named query of the catalog and fetch its rows (store-level helpers)."""
 
 
 class Store(Protocol):

@@ -50,6 +50,19 @@ def run_params(state: RunState) -> dict[str, Any]:
     }
 
 
+def run_update_params(state: RunState, expected_rev: int) -> dict[str, Any]:
+    """Parameters of update_run: only what a command can change (never the payload)."""
+    return {
+        "run_id": state.run_id,
+        "status": state.status.value,
+        "context": dump(state.context),
+        "error": dump(state.error),
+        "rev": state.rev,
+        "updated_at": state.updated_at,
+        "expected_rev": expected_rev,
+    }
+
+
 def attempt_params(state: RunState, a: AttemptState) -> dict[str, Any]:
     """Parameters of upsert_attempt."""
     return {

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from typing import Any
 
 from squid_mesh.errors import StoreError
 from squid_mesh.store.base import Conflict
-from squid_mesh.store.queries import load_migrations, load_queries
-from squid_mesh.store.sql import SqlTx
+from squid_mesh.store.queries import load_queries
+from squid_mesh.store.sql import SqlTx, apply_migrations
 
 
 def _safe_url(conninfo: str) -> str:
@@ -65,13 +64,18 @@ class PostgresStore:
         """The store's URL without its password."""
         return self._url
 
-    def transaction(self) -> AbstractContextManager[SqlTx]:
+    @contextmanager
+    def transaction(self) -> Iterator[SqlTx]:
         """One READ COMMITTED transaction on a pooled connection."""
-        return self._transaction(None)
+        with self._translated(), self._transaction(None) as tx:
+            yield tx
 
-    def read_transaction(self) -> AbstractContextManager[SqlTx]:
+    @contextmanager
+    def read_transaction(self) -> Iterator[SqlTx]:
         """A REPEATABLE READ, READ ONLY transaction: every read sees the same snapshot."""
-        return self._transaction("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        setting = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"
+        with self._translated(), self._transaction(setting) as tx:
+            yield tx
 
     def might_have_due(self, queue: str, wf_keys: Sequence[str], now: float) -> bool:
         """Always True: the claim query skips locked rows and never waits, so a probe only costs."""
@@ -79,35 +83,30 @@ class PostgresStore:
 
     @contextmanager
     def _transaction(self, setting: str | None) -> Iterator[SqlTx]:
+        with self._pool.connection() as conn, conn.transaction():
+            tx = SqlTx(conn.cursor, self._queries, wf_keys_as_json=False)
+            if setting is not None:
+                tx.run_statement(setting)
+            yield tx
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
         errors = self._psycopg.errors
-        with self._pool.connection() as conn:
-            try:
-                with conn.transaction(), conn.cursor() as cur:
-                    if setting is not None:
-                        cur.execute(setting)
-                    yield SqlTx(cur, self._queries, wf_keys_as_json=False)
-            except (errors.SerializationFailure, errors.DeadlockDetected) as exc:
-                raise Conflict(str(exc)) from None
-            except self._psycopg.Error as exc:
-                raise StoreError(f"{self._url}: {type(exc).__name__}: {exc}") from exc
+        try:
+            yield
+        except errors.UniqueViolation as exc:
+            if exc.diag.table_name == "squid_mesh_facts":
+                raise Conflict(str(exc)) from None  # a stale revision: see SqlTx
+            raise StoreError(f"{self._url}: {type(exc).__name__}: {exc}") from exc
+        except (errors.SerializationFailure, errors.DeadlockDetected) as exc:
+            raise Conflict(str(exc)) from None
+        except self._psycopg.Error as exc:
+            raise StoreError(f"{self._url}: {type(exc).__name__}: {exc}") from exc
 
     def migrate(self) -> list[str]:
         """Apply pending migrations under an advisory lock (concurrent migrators wait their turn)."""
-        applied_now: list[str] = []
         with self.transaction() as tx:
-            tx.execute("lock_migrations")
-            tx.execute("create_migrations_table")
-            done = {row[0] for row in tx.execute("applied_migrations")}
-            for migration in load_migrations("postgres"):
-                if migration.version in done:
-                    continue
-                for statement in migration.statements():
-                    tx.run_statement(statement)
-                tx.execute(
-                    "record_migration", {"version": migration.version, "applied_at": time.time()}
-                )
-                applied_now.append(migration.version)
-        return applied_now
+            return apply_migrations(tx, "postgres")
 
     def close(self) -> None:
         """Close the pool."""

@@ -40,10 +40,12 @@ INSERT INTO squid_mesh_runs (run_id, workflow, version, fingerprint, queue, trig
 VALUES (%(run_id)s, %(workflow)s, %(version)s, %(fingerprint)s, %(queue)s, %(trigger)s, %(status)s,
         %(payload)s, %(context)s, %(error)s, %(idempotency_key)s, %(payload_hash)s, %(rev)s,
         %(created_at)s, %(updated_at)s)
-ON CONFLICT DO NOTHING;
+ON CONFLICT DO NOTHING
+RETURNING run_id;
 
 -- name: update_run
--- Guarded by the revision the command read: a lost race updates nothing and is retried.
+-- Guarded by the revision the command read. The journal's primary key is the guard that fails a
+-- lost race: the loser's first fact repeats an existing (run_id, seq).
 UPDATE squid_mesh_runs
    SET status = %(status)s, context = %(context)s, error = %(error)s, rev = %(rev)s,
        updated_at = %(updated_at)s

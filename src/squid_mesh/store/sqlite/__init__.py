@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 
 from squid_mesh.errors import StoreError
 from squid_mesh.store.base import Conflict
-from squid_mesh.store.queries import load_migrations, load_queries
-from squid_mesh.store.sql import SqlTx
+from squid_mesh.store.queries import load_queries
+from squid_mesh.store.sql import SqlTx, apply_migrations
 
 _BUSY_TIMEOUT_MS = 30_000
 
@@ -72,38 +71,30 @@ class SqliteStore:
             except sqlite3.OperationalError as exc:
                 raise StoreError(f"{self.describe()}: cannot begin a transaction: {exc}") from None
             try:
-                yield SqlTx(cur, self._queries, wf_keys_as_json=True)
-            except sqlite3.Error as exc:
+                yield SqlTx(self._conn.cursor, self._queries, wf_keys_as_json=True)
+                cur.execute("COMMIT")
+            except sqlite3.IntegrityError as exc:
                 cur.execute("ROLLBACK")
+                if "squid_mesh_facts" in str(exc):
+                    raise Conflict(str(exc)) from None  # a stale revision: see SqlTx
+                raise StoreError(f"{self.describe()}: {exc}") from exc
+            except sqlite3.Error as exc:
+                self._rollback(cur)
                 raise StoreError(f"{self.describe()}: {exc}") from exc
             except BaseException:
-                cur.execute("ROLLBACK")
+                self._rollback(cur)
                 raise
-            try:
-                cur.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
-                cur.execute("ROLLBACK")
-                raise Conflict(str(exc)) from None
             finally:
                 cur.close()
 
+    def _rollback(self, cur: sqlite3.Cursor) -> None:
+        if self._conn.in_transaction:
+            cur.execute("ROLLBACK")
+
     def migrate(self) -> list[str]:
         """Apply pending migrations in one IMMEDIATE transaction (concurrent migrators wait)."""
-        applied_now: list[str] = []
         with self.transaction() as tx:
-            tx.execute("create_migrations_table")
-            tx.execute("lock_migrations")
-            done = {row[0] for row in tx.execute("applied_migrations")}
-            for migration in load_migrations("sqlite"):
-                if migration.version in done:
-                    continue
-                for statement in migration.statements():
-                    tx.run_statement(statement)
-                tx.execute(
-                    "record_migration", {"version": migration.version, "applied_at": time.time()}
-                )
-                applied_now.append(migration.version)
-        return applied_now
+            return apply_migrations(tx, "sqlite")
 
     def close(self) -> None:
         """Close the connection."""

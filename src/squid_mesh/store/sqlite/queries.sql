@@ -34,10 +34,12 @@ INSERT INTO squid_mesh_runs (run_id, workflow, version, fingerprint, queue, trig
                              updated_at)
 VALUES (:run_id, :workflow, :version, :fingerprint, :queue, :trigger, :status, :payload, :context,
         :error, :idempotency_key, :payload_hash, :rev, :created_at, :updated_at)
-ON CONFLICT DO NOTHING;
+ON CONFLICT DO NOTHING
+RETURNING run_id;
 
 -- name: update_run
--- Guarded by the revision the command read: a lost race updates nothing and is retried.
+-- Guarded by the revision the command read. The journal's primary key is the guard that fails a
+-- lost race: the loser's first fact repeats an existing (run_id, seq).
 UPDATE squid_mesh_runs
    SET status = :status, context = :context, error = :error, rev = :rev, updated_at = :updated_at
  WHERE run_id = :run_id AND rev = :expected_rev;
