@@ -19,10 +19,18 @@ PARAMS = {
 }
 
 
-def test_both_catalogs_define_exactly_the_same_names() -> None:
-    sqlite, postgres = (load_queries(b) for b in BACKENDS)
-    assert sorted(sqlite) == sorted(postgres)
-    assert sqlite, "the catalog is not empty"
+# Postgres reads a run with its attempts and writes a whole command in one statement each, where
+# SQLite (in-process, no round trips) uses one plain statement per table.
+SQLITE_ONLY = {"load_attempts", "update_run", "insert_fact", "upsert_attempt"}
+POSTGRES_ONLY = {"save_run", "next_claimable_run"}
+DIFFERENT_PARAMETERS = {"insert_run"}  # Postgres also takes the facts and attempts as JSON
+
+
+def test_both_catalogs_define_the_same_names_but_the_declared_exceptions() -> None:
+    sqlite, postgres = (set(load_queries(b)) for b in BACKENDS)
+    assert sqlite - postgres == SQLITE_ONLY
+    assert postgres - sqlite == POSTGRES_ONLY
+    assert len(sqlite & postgres) >= 10, "most of the catalog is shared"
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -35,7 +43,7 @@ def test_every_query_has_sql(backend: str) -> None:
 
 def test_both_catalogs_take_the_same_parameters() -> None:
     sqlite, postgres = (load_queries(b) for b in BACKENDS)
-    for name in sqlite:
+    for name in set(sqlite) & set(postgres) - DIFFERENT_PARAMETERS:
         mine = set(PARAMS["sqlite"].findall(sqlite[name]))
         theirs = set(PARAMS["postgres"].findall(postgres[name]))
         assert mine == theirs, f"query {name!r}: sqlite takes {mine}, postgres takes {theirs}"
@@ -73,9 +81,10 @@ def _names_used_by_code() -> set[str]:
 def test_every_query_name_the_code_uses_is_in_both_catalogs() -> None:
     used = _names_used_by_code()
     assert {"load_run", "load_run_for_update", "insert_fact", "next_claimable"} <= used
-    for backend in BACKENDS:
-        missing = used - set(load_queries(backend))
-        assert not missing, f"{backend}/queries.sql lacks {sorted(missing)}"
+    catalogs = {b: set(load_queries(b)) for b in BACKENDS}
+    missing = used - (catalogs["sqlite"] | catalogs["postgres"])
+    assert not missing, f"no catalog defines {sorted(missing)}"
+    assert used >= SQLITE_ONLY | POSTGRES_ONLY, "every backend-only query is used"
 
 
 def test_both_backends_have_the_same_migration_versions() -> None:

@@ -342,9 +342,7 @@ class Engine:
     def _claim(self, queue: str, owner_id: str, lease: float, at: float) -> Claim | None:
         if not self.store.might_have_due(queue, self._wf_keys, at):
             return None
-        return self.transact(
-            lambda tx: self._claim_in(tx, queue, owner_id, lease, at, known=None, strict=True)
-        )
+        return self.transact(lambda tx: self._claim_in(tx, queue, owner_id, lease, at, strict=True))
 
     def _claim_in(
         self,
@@ -354,19 +352,21 @@ class Engine:
         lease: float,
         at: float,
         *,
-        known: RunState | None,
         strict: bool,
     ) -> Claim | None:
-        found = tx.next_claimable(queue, self._wf_keys, at)
+        found = tx.next_claimable_run(queue, self._wf_keys, at)
         if found is None:
             return None
-        run_id, key = found
-        reuse = known is not None and known.run_id == run_id
-        state = known if reuse and known is not None else self._load(tx, run_id, lock=True)
+        state, key = found
         if not planner.can_claim(state, key, at):
             if strict:
-                raise Conflict(run_id)  # changed since the index read: look again
+                raise Conflict(state.run_id)  # changed since the index read: look again
             return None
+        return self._claim_attempt(tx, state, key, owner_id, lease, at)
+
+    def _claim_attempt(
+        self, tx: Tx, state: RunState, key: str, owner_id: str, lease: float, at: float
+    ) -> Claim:
         claim_hash = token_hash(self.entropy.token())
         claimed = f.AttemptClaimed(key, owner_id, claim_hash, at + lease)
         after = self._write(tx, state, [claimed], at)
@@ -421,9 +421,7 @@ class Engine:
                 None if outcome == "lease_lost" else result.error,
             )
             if prefetch and held is None:
-                held = self._claim_in(
-                    tx, queue, claim.owner, claim.lease, done_at, known=after, strict=False
-                )
+                held = self._claim_in(tx, queue, claim.owner, claim.lease, done_at, strict=False)
             return execution, held
 
         return self.transact(record)

@@ -28,6 +28,11 @@ class Tx(Protocol):
     ) -> tuple[str, str] | None:
         """``(run_id, attempt_key)`` of the next due attempt, its run locked; or ``None``."""
 
+    def next_claimable_run(
+        self, queue: str, wf_keys: Sequence[str], now: float
+    ) -> tuple[RunState, str] | None:
+        """As :meth:`next_claimable`, with the candidate's run loaded (and locked)."""
+
     def insert_run(self, state: RunState, entries: Sequence[Entry]) -> bool:
         """Write a new run; ``False`` (and nothing written) when its id or key is taken."""
 

@@ -80,6 +80,16 @@ class SqlTx:
         found = self.query("next_claimable", {"queue": queue, "wf_keys": keys, "now": now})
         return (str(found[0][0]), str(found[0][1])) if found else None
 
+    def next_claimable_run(
+        self, queue: str, wf_keys: Sequence[str], now: float
+    ) -> tuple[RunState, str] | None:
+        """See :meth:`squid_mesh.store.base.Tx.next_claimable_run`."""
+        found = self.next_claimable(queue, wf_keys, now)
+        if found is None:
+            return None
+        state = self.load_run(found[0], lock=True)
+        return None if state is None else (state, found[1])
+
     def insert_run(self, state: RunState, entries: Sequence[Entry]) -> bool:
         """See :meth:`squid_mesh.store.base.Tx.insert_run`."""
         if not self.query("insert_run", rows.run_params(state)):

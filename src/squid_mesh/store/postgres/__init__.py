@@ -2,14 +2,73 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import json
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from squid_mesh.errors import StoreError
+from squid_mesh.journal.facts import Entry
+from squid_mesh.journal.fold import RunState
+from squid_mesh.store import rows
 from squid_mesh.store.base import Conflict
 from squid_mesh.store.queries import load_queries
 from squid_mesh.store.sql import SqlTx, apply_migrations
+
+
+class PostgresTx(SqlTx):
+    """Reads a run with its attempts, and writes a command, in one statement each (see queries.sql)."""
+
+    def load_run(self, run_id: str, *, lock: bool) -> RunState | None:
+        """See :meth:`squid_mesh.store.base.Tx.load_run`."""
+        found = self.query("load_run_for_update" if lock else "load_run", {"run_id": run_id})
+        if not found:
+            return None
+        *run, attempts = found[0]
+        return rows.state_from_rows(run, json.loads(attempts))
+
+    def next_claimable_run(
+        self, queue: str, wf_keys: Sequence[str], now: float
+    ) -> tuple[RunState, str] | None:
+        """See :meth:`squid_mesh.store.base.Tx.next_claimable_run`."""
+        found = self.query(
+            "next_claimable_run", {"queue": queue, "wf_keys": list(wf_keys), "now": now}
+        )
+        if not found:
+            return None
+        key, *run, attempts = found[0]
+        return rows.state_from_rows(run, json.loads(attempts)), str(key)
+
+    def insert_run(self, state: RunState, entries: Sequence[Entry]) -> bool:
+        """See :meth:`squid_mesh.store.base.Tx.insert_run`."""
+        params = rows.run_params(state)
+        params["facts"] = _records(rows.fact_params(state.run_id, e) for e in entries)
+        params["attempts"] = _records(
+            rows.attempt_params(state, a) for a in state.attempts.values()
+        )
+        return bool(self.query("insert_run", params))
+
+    def save(self, before: RunState, after: RunState, entries: Sequence[Entry]) -> None:
+        """See :meth:`squid_mesh.store.base.Tx.save`."""
+        if not entries or entries[0].seq != before.rev + 1:
+            raise ValueError("save() appends at least one fact, starting at rev + 1")
+        params = rows.run_update_params(after, before.rev)
+        params["facts"] = _records(rows.fact_params(after.run_id, e) for e in entries)
+        params["attempts"] = _records(
+            rows.attempt_params(after, a)
+            for key, a in after.attempts.items()
+            if before.attempts.get(key) != a
+        )
+        self.command("save_run", params)
+
+
+def _records(params: Iterable[dict[str, Any]]) -> str:
+    # The run id is a statement parameter of its own; the records carry the rest.
+    return json.dumps(
+        [{k: v for k, v in p.items() if k != "run_id"} for p in params],
+        separators=(",", ":"),
+        allow_nan=False,
+    )
 
 
 def _safe_url(conninfo: str) -> str:
@@ -78,13 +137,15 @@ class PostgresStore:
             yield tx
 
     def might_have_due(self, queue: str, wf_keys: Sequence[str], now: float) -> bool:
-        """Always True: the claim query skips locked rows and never waits, so a probe only costs."""
-        return True
+        """One autocommit SELECT (no BEGIN/COMMIT round trips), so idle polling stays cheap."""
+        with self._translated(), self._pool.connection() as conn:
+            tx = PostgresTx(conn.cursor, self._queries, wf_keys_as_json=False)
+            return tx.next_claimable(queue, wf_keys, now) is not None
 
     @contextmanager
     def _transaction(self, setting: str | None) -> Iterator[SqlTx]:
         with self._pool.connection() as conn, conn.transaction():
-            tx = SqlTx(conn.cursor, self._queries, wf_keys_as_json=False)
+            tx = PostgresTx(conn.cursor, self._queries, wf_keys_as_json=False)
             if setting is not None:
                 tx.run_statement(setting)
             yield tx

@@ -3,70 +3,116 @@
 -- Every statement the Postgres store runs is here, under a `-- name:` line; the Python side refers
 -- to them by name only. Parameters are `%(name)s`. Transactions run at READ COMMITTED.
 --
+-- Round trips, not statements, are what a command costs here: load_run brings a run with its
+-- attempts, and insert_run / save_run write a command's facts and projection rows in one statement.
+--
 -- Lock discipline: the run row guards the run and all its attempts. Every writer locks the run row
 -- first (load_run_for_update, or next_claimable's FOR UPDATE OF r SKIP LOCKED) and only then touches
 -- attempts, so two writers never wait on each other in opposite orders (no deadlock), and a claim
 -- never waits at all: a run busy in another transaction is skipped.
 
 -- name: load_run
-SELECT run_id, workflow, version, fingerprint, queue, trigger, status, payload, context, error,
-       idempotency_key, payload_hash, rev, created_at, updated_at
-  FROM squid_mesh_runs
- WHERE run_id = %(run_id)s;
+-- The run row and all its attempts in one round trip; attempts come as a JSON array of arrays in
+-- load_attempts column order (float8 prints its shortest exact form, so times survive JSON).
+SELECT r.run_id, r.workflow, r.version, r.fingerprint, r.queue, r.trigger, r.status, r.payload,
+       r.context, r.error, r.idempotency_key, r.payload_hash, r.rev, r.created_at, r.updated_at,
+       (SELECT coalesce(json_agg(json_build_array(
+                   a.key, a.step, a.visit, a.number, a.queue, a.status, a.input::json, a.visible_at,
+                   a.claim_hash, a.owner, a.lease_until, a.claims, a.started_at, a.finished_at,
+                   a.output::json, a.error::json)), '[]')::text
+          FROM squid_mesh_attempts a
+         WHERE a.run_id = r.run_id) AS attempts
+  FROM squid_mesh_runs r
+ WHERE r.run_id = %(run_id)s;
 
 -- name: load_run_for_update
-SELECT run_id, workflow, version, fingerprint, queue, trigger, status, payload, context, error,
-       idempotency_key, payload_hash, rev, created_at, updated_at
-  FROM squid_mesh_runs
- WHERE run_id = %(run_id)s
-   FOR UPDATE;
-
--- name: load_attempts
-SELECT key, step, visit, number, queue, status, input, visible_at, claim_hash, owner, lease_until,
-       claims, started_at, finished_at, output, error
-  FROM squid_mesh_attempts
- WHERE run_id = %(run_id)s;
+-- As load_run, and the run row stays locked until commit: this is the lock every writer takes.
+SELECT r.run_id, r.workflow, r.version, r.fingerprint, r.queue, r.trigger, r.status, r.payload,
+       r.context, r.error, r.idempotency_key, r.payload_hash, r.rev, r.created_at, r.updated_at,
+       (SELECT coalesce(json_agg(json_build_array(
+                   a.key, a.step, a.visit, a.number, a.queue, a.status, a.input::json, a.visible_at,
+                   a.claim_hash, a.owner, a.lease_until, a.claims, a.started_at, a.finished_at,
+                   a.output::json, a.error::json)), '[]')::text
+          FROM squid_mesh_attempts a
+         WHERE a.run_id = r.run_id) AS attempts
+  FROM squid_mesh_runs r
+ WHERE r.run_id = %(run_id)s
+   FOR UPDATE OF r;
 
 -- name: run_id_for_key
 SELECT run_id FROM squid_mesh_runs
  WHERE workflow = %(workflow)s AND idempotency_key = %(idempotency_key)s;
 
 -- name: insert_run
--- DO NOTHING on any unique conflict (run id or idempotency key). A concurrent insert of the same key
--- makes this statement wait for the other transaction, so the engine then reads a committed winner.
-INSERT INTO squid_mesh_runs (run_id, workflow, version, fingerprint, queue, trigger, status, payload,
-                             context, error, idempotency_key, payload_hash, rev, created_at,
-                             updated_at)
-VALUES (%(run_id)s, %(workflow)s, %(version)s, %(fingerprint)s, %(queue)s, %(trigger)s, %(status)s,
-        %(payload)s, %(context)s, %(error)s, %(idempotency_key)s, %(payload_hash)s, %(rev)s,
-        %(created_at)s, %(updated_at)s)
-ON CONFLICT DO NOTHING
-RETURNING run_id;
+-- A whole new run in one statement: the run row, its facts and its attempts. DO NOTHING on any
+-- unique conflict (run id or idempotency key; a concurrent insert of the same key waits for the
+-- other transaction): then nothing else is written and no row comes back, and the engine reads
+-- the winner. Facts and attempts arrive as JSON arrays of records (see save_run).
+WITH run AS (
+    INSERT INTO squid_mesh_runs (run_id, workflow, version, fingerprint, queue, trigger, status,
+                                 payload, context, error, idempotency_key, payload_hash, rev,
+                                 created_at, updated_at)
+    VALUES (%(run_id)s, %(workflow)s, %(version)s, %(fingerprint)s, %(queue)s, %(trigger)s,
+            %(status)s, %(payload)s, %(context)s, %(error)s, %(idempotency_key)s,
+            %(payload_hash)s, %(rev)s, %(created_at)s, %(updated_at)s)
+    ON CONFLICT DO NOTHING
+    RETURNING run_id
+), facts AS (
+    INSERT INTO squid_mesh_facts (run_id, seq, kind, at, data)
+    SELECT run.run_id, f.seq, f.kind, f.at, f.data
+      FROM run, json_to_recordset(%(facts)s::json)
+           AS f(seq integer, kind text, at double precision, data text)
+), attempts AS (
+    INSERT INTO squid_mesh_attempts (run_id, key, step, visit, number, queue, wf_key, status,
+                                     input, visible_at, due_at, claim_hash, owner, lease_until,
+                                     claims, started_at, finished_at, output, error)
+    SELECT run.run_id, a.key, a.step, a.visit, a.number, a.queue, a.wf_key, a.status, a.input,
+           a.visible_at, a.due_at, a.claim_hash, a.owner, a.lease_until, a.claims, a.started_at,
+           a.finished_at, a.output, a.error
+      FROM run, json_to_recordset(%(attempts)s::json)
+           AS a(key text, step text, visit integer, number integer, queue text, wf_key text,
+                status text, input text, visible_at double precision, due_at double precision,
+                claim_hash text, owner text, lease_until double precision, claims integer,
+                started_at double precision, finished_at double precision, output text,
+                error text)
+)
+SELECT run_id FROM run;
 
--- name: update_run
--- Guarded by the revision the command read. The journal's primary key is the guard that fails a
--- lost race: the loser's first fact repeats an existing (run_id, seq).
-UPDATE squid_mesh_runs
-   SET status = %(status)s, context = %(context)s, error = %(error)s, rev = %(rev)s,
-       updated_at = %(updated_at)s
- WHERE run_id = %(run_id)s AND rev = %(expected_rev)s;
-
--- name: upsert_attempt
-INSERT INTO squid_mesh_attempts (run_id, key, step, visit, number, queue, wf_key, status, input,
-                                 visible_at, due_at, claim_hash, owner, lease_until, claims,
-                                 started_at, finished_at, output, error)
-VALUES (%(run_id)s, %(key)s, %(step)s, %(visit)s, %(number)s, %(queue)s, %(wf_key)s, %(status)s,
-        %(input)s, %(visible_at)s, %(due_at)s, %(claim_hash)s, %(owner)s, %(lease_until)s,
-        %(claims)s, %(started_at)s, %(finished_at)s, %(output)s, %(error)s)
-ON CONFLICT (run_id, key) DO UPDATE
-   SET status = excluded.status, due_at = excluded.due_at, claim_hash = excluded.claim_hash,
-       owner = excluded.owner, lease_until = excluded.lease_until, claims = excluded.claims,
-       started_at = excluded.started_at, finished_at = excluded.finished_at,
-       output = excluded.output, error = excluded.error;
-
--- name: insert_fact
-INSERT INTO squid_mesh_facts (run_id, seq, kind, at, data)
-VALUES (%(run_id)s, %(seq)s, %(kind)s, %(at)s, %(data)s);
+-- name: save_run
+-- One command's whole write in one statement (one round trip): move the run row to its new
+-- revision, append the facts, upsert the attempts that changed. Every sub-statement runs even
+-- when the revision guard matches no row; the appended facts then collide with the journal's
+-- (run_id, seq) key and the statement fails, which is how a stale writer is refused.
+WITH run AS (
+    UPDATE squid_mesh_runs
+       SET status = %(status)s, context = %(context)s, error = %(error)s, rev = %(rev)s,
+           updated_at = %(updated_at)s
+     WHERE run_id = %(run_id)s AND rev = %(expected_rev)s
+), facts AS (
+    INSERT INTO squid_mesh_facts (run_id, seq, kind, at, data)
+    SELECT %(run_id)s, f.seq, f.kind, f.at, f.data
+      FROM json_to_recordset(%(facts)s::json)
+           AS f(seq integer, kind text, at double precision, data text)
+), attempts AS (
+    INSERT INTO squid_mesh_attempts (run_id, key, step, visit, number, queue, wf_key, status,
+                                     input, visible_at, due_at, claim_hash, owner, lease_until,
+                                     claims, started_at, finished_at, output, error)
+    SELECT %(run_id)s, a.key, a.step, a.visit, a.number, a.queue, a.wf_key, a.status, a.input,
+           a.visible_at, a.due_at, a.claim_hash, a.owner, a.lease_until, a.claims, a.started_at,
+           a.finished_at, a.output, a.error
+      FROM json_to_recordset(%(attempts)s::json)
+           AS a(key text, step text, visit integer, number integer, queue text, wf_key text,
+                status text, input text, visible_at double precision, due_at double precision,
+                claim_hash text, owner text, lease_until double precision, claims integer,
+                started_at double precision, finished_at double precision, output text,
+                error text)
+    ON CONFLICT (run_id, key) DO UPDATE
+       SET status = excluded.status, due_at = excluded.due_at, claim_hash = excluded.claim_hash,
+           owner = excluded.owner, lease_until = excluded.lease_until, claims = excluded.claims,
+           started_at = excluded.started_at, finished_at = excluded.finished_at,
+           output = excluded.output, error = excluded.error
+)
+SELECT 1;
 
 -- name: load_facts
 SELECT seq, kind, at, data FROM squid_mesh_facts WHERE run_id = %(run_id)s ORDER BY seq;
@@ -74,7 +120,8 @@ SELECT seq, kind, at, data FROM squid_mesh_facts WHERE run_id = %(run_id)s ORDER
 -- name: next_claimable
 -- Walks the partial index squid_mesh_attempts_due in claim order (priority, then earliest due) and
 -- locks the run row of the first candidate whose run no other transaction holds. Attempts of
--- definitions this worker has not loaded are passed over, never claimed.
+-- definitions this worker has not loaded are passed over, never claimed. Run on its own (no
+-- transaction) it is the idle poller's cheap probe: the lock ends with the statement.
 SELECT a.run_id, a.key
   FROM squid_mesh_attempts a
   JOIN squid_mesh_runs r ON r.run_id = a.run_id
@@ -85,6 +132,35 @@ SELECT a.run_id, a.key
  ORDER BY a.priority DESC, a.due_at
  LIMIT 1
    FOR UPDATE OF r SKIP LOCKED;
+
+-- name: next_claimable_run
+-- next_claimable and load_run_for_update in one round trip: the candidate's key, then its run row
+-- and attempts. The outer SELECT reads the statement's snapshot, which can predate the lock taken
+-- in the CTE; a run changed in that instant is then decided on stale, and its write is refused
+-- by the journal's (run_id, seq) key and retried (see save_run).
+WITH candidate AS (
+    SELECT a.run_id, a.key
+      FROM squid_mesh_attempts a
+      JOIN squid_mesh_runs r ON r.run_id = a.run_id
+     WHERE a.queue = %(queue)s
+       AND a.due_at IS NOT NULL
+       AND a.due_at <= %(now)s
+       AND a.wf_key = ANY(%(wf_keys)s)
+     ORDER BY a.priority DESC, a.due_at
+     LIMIT 1
+       FOR UPDATE OF r SKIP LOCKED
+)
+SELECT c.key, r.run_id, r.workflow, r.version, r.fingerprint, r.queue, r.trigger, r.status,
+       r.payload, r.context, r.error, r.idempotency_key, r.payload_hash, r.rev, r.created_at,
+       r.updated_at,
+       (SELECT coalesce(json_agg(json_build_array(
+                   a.key, a.step, a.visit, a.number, a.queue, a.status, a.input::json, a.visible_at,
+                   a.claim_hash, a.owner, a.lease_until, a.claims, a.started_at, a.finished_at,
+                   a.output::json, a.error::json)), '[]')::text
+          FROM squid_mesh_attempts a
+         WHERE a.run_id = r.run_id) AS attempts
+  FROM candidate c
+  JOIN squid_mesh_runs r ON r.run_id = c.run_id;
 
 -- name: run_ids_page
 SELECT run_id FROM squid_mesh_runs WHERE run_id > %(after)s ORDER BY run_id LIMIT %(limit)s;
