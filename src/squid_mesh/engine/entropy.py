@@ -32,11 +32,15 @@ class Entropy(Protocol):
 
 
 class SystemEntropy:
-    """Cryptographic tokens and random UUIDs: the default."""
+    """Cryptographic tokens and time-ordered random UUIDs: the default."""
 
     def run_id(self) -> str:
-        """A random UUID4."""
-        return str(uuid.uuid4())
+        """A UUIDv7: 48 bits of Unix milliseconds, then random bits.
+
+        Time-ordered ids keep inserts at the right edge of the run-id indexes (runs, attempts,
+        journal), so writing a new run costs the same with a million finished runs behind it.
+        """
+        return uuid7(time.time_ns() // 1_000_000, secrets.randbits(74))
 
     def token(self) -> str:
         """32 random bytes, URL-safe."""
@@ -69,6 +73,19 @@ class SeededEntropy:
     def fraction(self) -> float:
         """A fraction drawn from the seeded generator."""
         return self._rng.random()
+
+
+def uuid7(unix_ms: int, rand74: int) -> str:
+    """An RFC 9562 version-7 UUID string from a millisecond timestamp and 74 random bits.
+
+    Example:
+        >>> uuid7(0, 0)
+        '00000000-0000-7000-8000-000000000000'
+    """
+    value = (unix_ms & (2**48 - 1)) << 80
+    value |= 0x7 << 76 | ((rand74 >> 62) & 0xFFF) << 64
+    value |= 0b10 << 62 | (rand74 & (2**62 - 1))
+    return str(uuid.UUID(int=value))
 
 
 def token_hash(token: str) -> str:
