@@ -1,5 +1,6 @@
 # make test  - lint, type-check and run the whole suite (SQLite and Postgres)
 # make demo  - run a small workflow end to end on SQLite and print its inspection
+# make bench - the benchmarks of docs/performance.md (SQLite and Postgres, about 10 minutes)
 # Both create .venv with Python >= 3.11 and install what they need on a fresh machine.
 
 PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
@@ -31,6 +32,11 @@ test: lint typecheck pytest
 
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
+
+# Every scenario on both stores (needs PostgreSQL); figures printed and written to
+# benchmarks/results/latest.json. See docs/performance.md.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

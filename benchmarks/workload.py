@@ -9,6 +9,8 @@ from pathlib import Path
 import squid_mesh as sm
 
 PG_ADMIN = os.environ.get("SQUID_MESH_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+PG_DATABASE = "squid_mesh_bench"
+STEPS_PER_RUN = 3
 
 
 def three_steps() -> sm.Workflow:
@@ -32,6 +34,10 @@ def three_steps() -> sm.Workflow:
     return wf
 
 
+def pg_url(dbname: str = PG_DATABASE) -> str:
+    return f"{PG_ADMIN.partition('?')[0].rsplit('/', 1)[0]}/{dbname}"
+
+
 def fresh_store(store: str) -> str:
     """A fresh, migrated database URL for the chosen store."""
     if store == "sqlite":
@@ -40,24 +46,41 @@ def fresh_store(store: str) -> str:
     else:
         import psycopg
 
-        name = "squid_mesh_bench"
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-            conn.execute(f"CREATE DATABASE {name}")
-        url = f"{PG_ADMIN.partition('?')[0].rsplit('/', 1)[0]}/{name}"
+            conn.execute(f"DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)")
+            conn.execute(f"CREATE DATABASE {PG_DATABASE}")
+        url = pg_url()
     with sm.connect(url) as mesh:
         mesh.migrate()
     return url
 
 
+def drop_store(url: str) -> None:
+    """Remove a benchmark database."""
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        path.parent.rmdir()
+        return
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)")
+
+
 def committed_transactions(url: str) -> int | None:
-    """Postgres: the database's committed transaction counter (None on SQLite)."""
+    """Postgres: the database's committed-transaction counter (None on SQLite).
+
+    Read from a fresh connection after the measured connections closed, so their counts have
+    been flushed to the statistics system.
+    """
     if not url.startswith("postgres"):
         return None
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("SELECT pg_stat_clear_snapshot()")
+        conn.execute("SELECT pg_stat_force_next_flush()")
         row = conn.execute(
             "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
         ).fetchone()
