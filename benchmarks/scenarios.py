@@ -9,7 +9,7 @@ import sys
 import time
 
 import squid_mesh as sm
-from benchmarks.workload import STEPS_PER_RUN, committed_transactions, three_steps
+from benchmarks.workload import STEPS_PER_RUN, committed_transactions, ten_step_loop, three_steps
 
 Figures = dict[str, float]
 
@@ -110,13 +110,11 @@ def rss_kib() -> int:
 
 
 def memory_worker(url: str, steps: int) -> None:
-    """Worker process body: run `steps` steps (latency loop), print RSS at 10k and at the end."""
+    """Worker process body: run `steps` steps of 10-step loop runs, print RSS at 10k and at the end."""
     done, marks = 0, {}
-    with sm.connect(url, workflows=[three_steps()]) as mesh:
-        i = 0
+    with sm.connect(url, workflows=[ten_step_loop()]) as mesh:
         while done < steps:
-            mesh.start("bench_three", {"i": i})
-            i += 1
+            mesh.start("bench_loop", {"n": 0})
             while mesh.execute_next(owner_id="mem", prefetch=True):
                 done += 1
                 if done == 10_000:
@@ -125,18 +123,24 @@ def memory_worker(url: str, steps: int) -> None:
     print(json.dumps(marks), flush=True)
 
 
-def memory(url: str, steps: int) -> Figures:
-    """RSS of a worker process after 10,000 steps and after `steps` steps."""
+def start_memory(url: str, steps: int) -> subprocess.Popen[str]:
+    """Start a worker process that runs `steps` steps and reports its RSS (see finish_memory)."""
     if url.startswith("postgres"):
         # Client memory does not depend on commit durability; skipping the fsync wait only makes
         # the 200,000 steps fit the benchmark's time budget.
         url += "?options=-c%20synchronous_commit%3Doff"
-    out = subprocess.run(
+    return subprocess.Popen(
         [sys.executable, "-m", "benchmarks", "--memory-worker", url, "--steps", str(steps)],
-        capture_output=True,
+        stdout=subprocess.PIPE,
         text=True,
-        check=True,
-    ).stdout
+    )
+
+
+def finish_memory(proc: subprocess.Popen[str], steps: int) -> Figures:
+    """RSS of the worker after 10,000 steps and after `steps` steps, and the growth between."""
+    out, _ = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory worker failed with exit code {proc.returncode}")
     marks: dict[str, float] = json.loads(out.strip().splitlines()[-1])
     first, last = marks["rss_10k_kib"], marks[f"rss_{steps // 1000}k_kib"]
     return {**marks, "growth_pct": (last - first) / first * 100}
@@ -166,7 +170,7 @@ def history(url: str, runs: int, sizes: tuple[int, ...] = (1_000, 1_000_000)) ->
     for size in sizes:
         t0 = time.perf_counter()
         seed.seed(url, template, seeded, size - seeded)
-        seed.analyze(url)
+        seed.settle(url)
         seeded = size
         label = f"{size // 1000}k"
         figures[f"seed_{label}_s"] = time.perf_counter() - t0

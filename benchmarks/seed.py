@@ -9,6 +9,7 @@ src/squid_mesh/store/.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 
 import squid_mesh as sm
@@ -78,16 +79,23 @@ def _postgres_copy(url: str, template: str, lo: int, hi: int) -> None:
             )
 
 
-def analyze(url: str) -> None:
-    """Refresh planner statistics, as autovacuum would have done over a real history."""
+def settle(url: str) -> None:
+    """Leave the seeded store as a long-lived one would be: analyzed, checkpointed, on disk.
+
+    Without this the measurement right after seeding competes with the write-back of gigabytes of
+    freshly written pages and measures the disk, not squid-mesh.
+    """
     if url.startswith("sqlite:///"):
         with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
             conn.execute("ANALYZE")
-        return
-    import psycopg
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    else:
+        import psycopg
 
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("VACUUM ANALYZE")
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE")
+            conn.execute("CHECKPOINT")
+    os.sync()
 
 
 def history_ids(count: int, sample: int) -> list[str]:

@@ -34,6 +34,22 @@ def three_steps() -> sm.Workflow:
     return wf
 
 
+LOOP_STEPS = 10
+
+
+def ten_step_loop() -> sm.Workflow:
+    """One step that loops back to itself until it has run LOOP_STEPS times."""
+    wf = sm.Workflow("bench_loop", version="1")
+
+    @wf.step(max_visits=LOOP_STEPS)
+    def tick(input: dict, ctx: sm.StepContext) -> dict:
+        return {"n": input["n"] + 1}
+
+    wf.transition("tick", to="tick", when=sm.Condition("n", less_than=LOOP_STEPS))
+    wf.transition("tick", to=sm.COMPLETE)
+    return wf
+
+
 def pg_url(dbname: str = PG_DATABASE) -> str:
     return f"{PG_ADMIN.partition('?')[0].rsplit('/', 1)[0]}/{dbname}"
 

@@ -111,7 +111,15 @@ class PostgresStore:
                 conninfo,
                 min_size=1,
                 max_size=max_connections,
-                kwargs={"autocommit": True, "prepare_threshold": 0},
+                kwargs={
+                    "autocommit": True,
+                    "prepare_threshold": 0,
+                    # Every query of queries.sql walks an index in order. A queue table's
+                    # statistics are stale by nature (it fills and empties faster than autovacuum
+                    # analyzes it), and with "few rows" estimates the planner would rather sort
+                    # every due attempt to pick one: 19 ms instead of 0.1 ms with 10,000 queued.
+                    "options": "-c enable_sort=off -c enable_bitmapscan=off",
+                },
                 open=True,
                 timeout=30.0,
             )

@@ -3,6 +3,9 @@
 -- Every statement the Postgres store runs is here, under a `-- name:` line; the Python side refers
 -- to them by name only. Parameters are `%(name)s`. Transactions run at READ COMMITTED.
 --
+-- squid-mesh's connections run with enable_sort and enable_bitmapscan off (see PostgresStore): each
+-- query below is meant to walk an index in order, whatever the table's statistics say.
+--
 -- Round trips, not statements, are what a command costs here: load_run brings a run with its
 -- attempts, and insert_run / save_run write a command's facts and projection rows in one statement.
 --
