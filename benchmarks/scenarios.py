@@ -174,7 +174,10 @@ def history(url: str, runs: int, sizes: tuple[int, ...] = (1_000, 1_000_000)) ->
         seeded = size
         label = f"{size // 1000}k"
         figures[f"seed_{label}_s"] = time.perf_counter() - t0
-        figures[f"steps_per_s_{label}"] = latency(url, runs)["steps_per_s"]
+        # Median of three latency runs: one short run is too noisy to compare two sizes by.
+        figures[f"steps_per_s_{label}"] = statistics.median(
+            latency(url, runs // 2)["steps_per_s"] for _ in range(3)
+        )
         cold, warm = inspect_p50_ms(url, seed.history_ids(size, 300))
         figures[f"inspect_cold_p50_ms_{label}"] = cold
         figures[f"inspect_p50_ms_{label}"] = warm

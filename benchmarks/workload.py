@@ -41,7 +41,7 @@ def ten_step_loop() -> sm.Workflow:
     """One step that loops back to itself until it has run LOOP_STEPS times."""
     wf = sm.Workflow("bench_loop", version="1")
 
-    @wf.step(max_visits=LOOP_STEPS)
+    @wf.step(max_visits=LOOP_STEPS, entry=True)
     def tick(input: dict, ctx: sm.StepContext) -> dict:
         return {"n": input["n"] + 1}
 
