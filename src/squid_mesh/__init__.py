@@ -23,8 +23,8 @@ from squid_mesh.definition.retry import Backoff, RetryPolicy
 from squid_mesh.definition.triggers import Cron, Manual
 from squid_mesh.definition.workflow import COMPLETE, Workflow
 from squid_mesh.engine.context import StepContext
-from squid_mesh.engine.core import Execution, Problem
 from squid_mesh.engine.entropy import SeededEntropy, SystemEntropy
+from squid_mesh.engine.results import Execution, Problem
 from squid_mesh.errors import (
     DefinitionError,
     IdempotencyConflictError,

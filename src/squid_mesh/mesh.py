@@ -8,8 +8,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from squid_mesh.definition.workflow import Workflow
-from squid_mesh.engine.core import Engine, Execution, Problem
+from squid_mesh.engine.core import Engine
 from squid_mesh.engine.entropy import Clock, Entropy, SystemEntropy, to_epoch, to_seconds
+from squid_mesh.engine.results import Execution, Problem
 from squid_mesh.errors import InvalidOptionError
 from squid_mesh.read.snapshot import RunSnapshot, snapshot
 from squid_mesh.store import open_store

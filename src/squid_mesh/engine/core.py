@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
 import time
-import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import TypeVar
 
 from squid_mesh.definition.workflow import Definition
 from squid_mesh.engine import planner
 from squid_mesh.engine.context import StepContext
 from squid_mesh.engine.entropy import Clock, Entropy, token_hash
 from squid_mesh.engine.invoke import run_step
+from squid_mesh.engine.options import check_queue, check_run_id, check_text, payload_hash
+from squid_mesh.engine.results import Claim, Execution, Outcome, Problem, compare, outcome_of
 from squid_mesh.errors import (
     DefinitionError,
     IdempotencyConflictError,
@@ -39,49 +36,7 @@ from squid_mesh.journal.fold import (
 from squid_mesh.store.base import Conflict, Store, Tx, iter_pages
 
 T = TypeVar("T")
-QUEUE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _MAX_RACES = 100
-
-Outcome = Literal["completed", "failed", "retry_scheduled", "discarded", "lease_lost"]
-
-
-@dataclass(frozen=True)
-class Execution:
-    """What one ``execute_next`` call did. Always truthy; ``execute_next`` returns ``None`` when idle.
-
-    ``outcome``: ``completed`` (the step succeeded), ``retry_scheduled`` (it failed and will be tried
-    again), ``failed`` (it failed for good and the run took its error route or failed),
-    ``discarded`` (the run ended while the step ran; its result was kept, not applied), or
-    ``lease_lost`` (another worker had taken the attempt over; nothing was recorded).
-    """
-
-    run_id: str
-    step: str
-    attempt: int
-    outcome: Outcome
-    run_status: RunStatus
-    error: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class Claim:
-    """An attempt this process claimed: the run as of the claim and the hash that fences it."""
-
-    state: RunState
-    attempt: AttemptState
-    claim_hash: str
-    owner: str
-    lease: float
-
-
-@dataclass(frozen=True)
-class Problem:
-    """A run whose projection differs from the fold of its journal (reported by ``verify``)."""
-
-    run_id: str
-    field: str
-    journal: Any
-    projection: Any
 
 
 def _entries(state: RunState, facts: Sequence[f.Fact], now: float) -> list[f.Entry]:
@@ -92,34 +47,6 @@ def _advance(state: RunState, entries: Sequence[f.Entry]) -> RunState:
     for entry in entries:
         state = apply(state, entry)
     return state
-
-
-def payload_hash(payload: dict[str, Any]) -> str:
-    """A stable hash of a validated payload (for idempotent start)."""
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def check_run_id(run_id: object) -> str:
-    """A canonical UUID string, or :class:`InvalidOptionError` naming ``run_id``."""
-    if isinstance(run_id, uuid.UUID):
-        return str(run_id)
-    try:
-        return str(uuid.UUID(str(run_id))) if isinstance(run_id, str) else _bad_run_id()
-    except ValueError:
-        return _bad_run_id()
-
-
-def _bad_run_id() -> str:
-    raise InvalidOptionError("run_id", "expected a UUID string")
-
-
-def _check_text(option: str, value: object, *, limit: int = 200) -> str:
-    if not isinstance(value, str) or not value or len(value) > limit:
-        raise InvalidOptionError(
-            option, f"expected a non-empty string of at most {limit} characters"
-        )
-    return value
 
 
 class Engine:
@@ -203,10 +130,8 @@ class Engine:
         if chosen not in trigger_names:
             raise InvalidOptionError("trigger", f"workflow {d.name!r} has triggers {trigger_names}")
         if idempotency_key is not None:
-            _check_text("idempotency_key", idempotency_key)
-        lane = d.queue if queue is None else queue
-        if not isinstance(lane, str) or not QUEUE_PATTERN.match(lane):
-            raise InvalidOptionError("queue", "expected 1-100 characters of [A-Za-z0-9_.-]")
+            check_text("idempotency_key", idempotency_key)
+        lane = check_queue(d.queue if queue is None else queue)
         rid = self.entropy.run_id() if run_id is None else check_run_id(run_id)
         clean = d.payload.validate({} if payload is None else payload)
         digest = payload_hash(clean)
@@ -257,11 +182,11 @@ class Engine:
         """Cancel a running run; a repeat on a cancelled run changes nothing."""
         rid = check_run_id(run_id)
         if idempotency_key is not None:
-            _check_text("idempotency_key", idempotency_key)
+            check_text("idempotency_key", idempotency_key)
         if reason is not None:
-            _check_text("reason", reason, limit=2000)
+            check_text("reason", reason, limit=2000)
         if actor is not None:
-            _check_text("actor", actor)
+            check_text("actor", actor)
 
         def write(tx: Tx) -> RunState:
             state = self._load(tx, rid, lock=True)
@@ -291,9 +216,8 @@ class Engine:
         With ``prefetch``, the transaction that records the outcome also claims the next due
         attempt for the same owner and queue; the next call runs it without a claim transaction.
         """
-        if not isinstance(queue, str) or not QUEUE_PATTERN.match(queue):
-            raise InvalidOptionError("queue", "expected 1-100 characters of [A-Za-z0-9_.-]")
-        _check_text("owner_id", owner_id)
+        check_queue(queue)
+        check_text("owner_id", owner_id)
         claim_time = self.clock() if now is None else now
         claim = self._take_held(owner_id, queue, claim_time) or self._claim(
             queue, owner_id, lease, claim_time
@@ -396,7 +320,7 @@ class Engine:
                 after = state
             else:
                 facts = self._decide(state, attempt, result, runnable, done_at, rand)
-                outcome = _outcome(facts)
+                outcome = outcome_of(facts)
                 sticky = None
                 if prefetch:
                     # Depth first: the run's own successor, due now, is claimed in this same
@@ -501,27 +425,5 @@ class Engine:
         for page in iter_pages(self.store):
             for run_id in page:
                 state, entries = self.load(run_id, history=True)
-                problems.extend(_compare(state, fold(run_id, entries or [])))
+                problems.extend(compare(state, fold(run_id, entries or [])))
         return problems
-
-
-def _outcome(facts: Sequence[f.Fact]) -> Outcome:
-    kinds = {type(fact) for fact in facts}
-    if f.ResultDiscarded in kinds:
-        return "discarded"
-    if f.AttemptCompleted in kinds:
-        return "completed"
-    if f.StepsPlanned in kinds and f.ResultApplied not in kinds:
-        return "retry_scheduled"
-    return "failed"
-
-
-def _compare(projected: RunState, folded: RunState) -> list[Problem]:
-    problems = []
-    for name in RunState.__dataclass_fields__:
-        mine, theirs = getattr(folded, name), getattr(projected, name)
-        if name == "attempts":
-            mine, theirs = dict(mine), dict(theirs)
-        if mine != theirs:
-            problems.append(Problem(projected.run_id, name, mine, theirs))
-    return problems

@@ -1,0 +1,49 @@
+"""Checks of command options, shared by the engine's commands (pure)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from typing import Any
+
+from squid_mesh.errors import InvalidOptionError
+
+QUEUE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+def check_queue(queue: object) -> str:
+    """A queue name, or :class:`InvalidOptionError` naming ``queue``."""
+    if not isinstance(queue, str) or not QUEUE_PATTERN.match(queue):
+        raise InvalidOptionError("queue", "expected 1-100 characters of [A-Za-z0-9_.-]")
+    return queue
+
+
+def payload_hash(payload: dict[str, Any]) -> str:
+    """A stable hash of a validated payload (for idempotent start)."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def check_run_id(run_id: object) -> str:
+    """A canonical UUID string, or :class:`InvalidOptionError` naming ``run_id``."""
+    if isinstance(run_id, uuid.UUID):
+        return str(run_id)
+    try:
+        return str(uuid.UUID(str(run_id))) if isinstance(run_id, str) else _bad_run_id()
+    except ValueError:
+        return _bad_run_id()
+
+
+def _bad_run_id() -> str:
+    raise InvalidOptionError("run_id", "expected a UUID string")
+
+
+def check_text(option: str, value: object, *, limit: int = 200) -> str:
+    """A non-empty string of at most ``limit`` characters, or an error naming ``option``."""
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise InvalidOptionError(
+            option, f"expected a non-empty string of at most {limit} characters"
+        )
+    return value
