@@ -311,8 +311,17 @@ class Engine:
         claimed = claim.attempt
         run_id = claim.state.run_id
 
+        tries = 0
+
         def record(tx: Tx) -> tuple[Execution, Claim | None]:
-            state = self._load(tx, run_id, lock=True)
+            nonlocal tries
+            tries += 1
+            # Where the store says so, the first try is optimistic: decide on the run as this
+            # worker's claim left it, without reading it again. If anything changed it since (a
+            # heartbeat, a cancel), the first appended fact collides with the journal's key, the
+            # store reports a Conflict, and the retry reads the run under its lock.
+            optimistic = tries == 1 and self.store.decides_on_cached_state
+            state = claim.state if optimistic else self._load(tx, run_id, lock=True)
             attempt = state.attempts.get(claimed.key)
             held: Claim | None = None
             if attempt is None or not planner.claim_is_current(attempt, claim.claim_hash):

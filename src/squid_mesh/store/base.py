@@ -57,6 +57,8 @@ class Store(Protocol):
     """A database that holds journals and projections."""
 
     backend: str
+    decides_on_cached_state: bool
+    """Whether recording a step may decide on the run as its claim left it, unread (see core)."""
 
     def transaction(self) -> AbstractContextManager[Tx]:
         """A write transaction (retried by the engine on :class:`Conflict`)."""
