@@ -177,35 +177,6 @@ def test_fail_without_error_route_fails_the_run(make_mesh: MeshFactory) -> None:
     )
 
 
-def test_exhausted_retries_take_the_error_route(make_mesh: MeshFactory) -> None:
-    wf = sm.Workflow("flaky", version="1")
-    calls: list[int] = []
-
-    @wf.step(retry=sm.RetryPolicy(max_attempts=2, backoff=sm.Backoff.fixed(0.0)))
-    def call_api(input: dict[str, Any], ctx: sm.StepContext) -> dict[str, Any]:
-        calls.append(ctx.attempt)
-        raise TimeoutError("upstream timed out")
-
-    @wf.step()
-    def fallback(input: dict[str, Any], ctx: sm.StepContext) -> dict[str, Any]:
-        return {"used_fallback": True}
-
-    wf.transition("call_api", to=sm.COMPLETE)
-    wf.transition("call_api", to="fallback", on="error")
-    wf.transition("fallback", to=sm.COMPLETE)
-    mesh = make_mesh([wf])
-    run = mesh.start("flaky", {})
-    done = drain(mesh)
-    assert [(d.step, d.attempt, d.outcome) for d in done] == [
-        ("call_api", 1, "retry_scheduled"),
-        ("call_api", 2, "failed"),
-        ("fallback", 1, "completed"),
-    ]
-    assert calls == [1, 2]
-    snap = mesh.inspect_run(run.id)
-    assert snap.status == "completed" and snap.context == {"used_fallback": True}
-
-
 def mapping_workflow(inputs: list[dict[str, Any]]) -> sm.Workflow:
     wf = sm.Workflow("mapping", version="1")
 
