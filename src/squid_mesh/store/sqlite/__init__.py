@@ -77,7 +77,7 @@ class SqliteStore:
                 yield SqlTx(self._conn.cursor, self._queries, wf_keys_as_json=True)
                 cur.execute("COMMIT")
             except sqlite3.IntegrityError as exc:
-                cur.execute("ROLLBACK")
+                self._rollback(cur)
                 if "squid_mesh_facts" in str(exc):
                     raise Conflict(str(exc)) from None  # a stale revision: see SqlTx
                 raise StoreError(f"{self.describe()}: {exc}") from exc
