@@ -77,6 +77,8 @@ class Engine:
         self._wf_keys = sorted(self.definitions)
         # Claims taken by prefetch and not yet run, by (owner_id, queue).
         self._held: dict[tuple[str, str], Claim] = {}
+        # (owner_id, queue) pairs whose last execute_next found work: they claim without a probe.
+        self._busy: set[tuple[str, str]] = set()
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -219,11 +221,14 @@ class Engine:
         check_queue(queue)
         check_text("owner_id", owner_id)
         claim_time = self.clock() if now is None else now
+        slot = (owner_id, queue)
         claim = self._take_held(owner_id, queue, claim_time) or self._claim(
-            queue, owner_id, lease, claim_time
+            queue, owner_id, lease, claim_time, probe=slot not in self._busy
         )
         if claim is None:
+            self._busy.discard(slot)
             return None
+        self._busy.add(slot)
         state, attempt = claim.state, claim.attempt
         d = self.definitions[f"{state.workflow}@{state.version}"]
         step = d.steps.get(attempt.step)
@@ -263,8 +268,12 @@ class Engine:
         # A held claim whose lease ran out may already belong to another worker: let it go.
         return held if lease_until is not None and lease_until > at else None
 
-    def _claim(self, queue: str, owner_id: str, lease: float, at: float) -> Claim | None:
-        if not self.store.might_have_due(queue, self._wf_keys, at):
+    def _claim(
+        self, queue: str, owner_id: str, lease: float, at: float, *, probe: bool
+    ) -> Claim | None:
+        # A worker that is not known to be busy probes first (cheaply, without a write
+        # transaction); a busy one goes straight to the claim, which would follow anyway.
+        if probe and not self.store.might_have_due(queue, self._wf_keys, at):
             return None
         return self.transact(lambda tx: self._claim_in(tx, queue, owner_id, lease, at, strict=True))
 
