@@ -339,21 +339,22 @@ class Engine:
             else:
                 facts = self._decide(state, attempt, result, runnable, done_at, rand)
                 outcome = outcome_of(facts)
-                sticky = None
-                if prefetch:
+                entries = _entries(state, facts, done_at)
+                after = _advance(state, entries)
+                sticky = planner.sticky_successor(after, queue, done_at) if prefetch else None
+                if sticky is not None:
                     # Depth first: the run's own successor, due now, is claimed in this same
                     # write, so a run's next step costs no claim query and no extra transaction.
-                    preview = _advance(state, _entries(state, facts, done_at))
-                    sticky = planner.sticky_successor(preview, queue, done_at)
-                if sticky is not None:
                     claim_hash = token_hash(self.entropy.token())
-                    lease_until = done_at + claim.lease
-                    facts = [*facts, f.AttemptClaimed(sticky, claim.owner, claim_hash, lease_until)]
-                after = self._write(tx, state, facts, done_at)
-                if sticky is not None:
+                    claimed_next = f.AttemptClaimed(
+                        sticky, claim.owner, claim_hash, done_at + claim.lease
+                    )
+                    more = _entries(after, [claimed_next], done_at)
+                    entries, after = [*entries, *more], _advance(after, more)
                     held = Claim(
                         after, after.attempts[sticky], claim_hash, claim.owner, claim.lease
                     )
+                tx.save(state, after, entries)
             execution = Execution(
                 run_id,
                 claimed.step,
