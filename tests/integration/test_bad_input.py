@@ -131,12 +131,12 @@ def test_bad_lease(mesh: sm.Mesh, db_url: str, lease: Any) -> None:
     option_error(db_url, "lease", lambda: mesh.execute_next(owner_id="w", lease=lease))
 
 
-@pytest.mark.parametrize("owner", ["", None, 7, "o" * 201])
+@pytest.mark.parametrize("owner", ["", None, 7, "o" * 201, "nul\x00", "lone\ud800"])
 def test_bad_owner_id(mesh: sm.Mesh, db_url: str, owner: Any) -> None:
     option_error(db_url, "owner_id", lambda: mesh.execute_next(owner_id=owner))
 
 
-@pytest.mark.parametrize("key", ["", "k" * 201, 5, b"bytes"])
+@pytest.mark.parametrize("key", ["", "k" * 201, 5, b"bytes", "nul\x00", "lone\ud800"])
 def test_bad_idempotency_key(mesh: sm.Mesh, db_url: str, key: Any) -> None:
     option_error(
         db_url, "idempotency_key", lambda: mesh.start("fielded", {"n": 1}, idempotency_key=key)

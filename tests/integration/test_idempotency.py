@@ -109,3 +109,21 @@ def test_different_workflows_may_use_the_same_key(make_mesh: MeshFactory, db_url
     drain(mesh)
     assert mesh.inspect_run(pay.id).status == "completed"
     assert mesh.inspect_run(refund.id).status == "completed"
+
+
+def test_an_explicit_run_id_names_one_workflow_and_one_key(
+    make_mesh: MeshFactory, db_url: str
+) -> None:
+    mesh = make_mesh([workflow("billing"), workflow("shipping")])
+    run_id = str(uuid.UUID(int=7, version=4))
+    mesh.start("billing", {"invoice_id": "i"}, run_id=run_id)
+    before = row_counts(db_url)
+    with pytest.raises(sm.IdempotencyConflictError) as other_workflow:
+        mesh.start("shipping", {"invoice_id": "i"}, run_id=run_id)
+    assert "billing" in str(other_workflow.value) and "run_id" in str(other_workflow.value)
+    with pytest.raises(sm.IdempotencyConflictError) as other_key:
+        mesh.start("billing", {"invoice_id": "i"}, run_id=run_id, idempotency_key="k2")
+    assert "another key" in str(other_key.value)
+    assert row_counts(db_url) == before
+    fresh = mesh.start("billing", {"invoice_id": "i"}, idempotency_key="k2")
+    assert fresh.id != run_id, "the key k2 was not swallowed by the earlier run"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 import squid_mesh as sm
 from tests.conftest import MeshFactory
+from tests.support.clock import FakeClock
 
 
 def drain(mesh: sm.Mesh, queue: str = "default") -> list[sm.Execution]:
@@ -250,3 +252,29 @@ def test_workflow_default_queue_is_used(make_mesh: MeshFactory) -> None:
     assert mesh.execute_next(owner_id="w1") is None
     done = mesh.execute_next(owner_id="w1", queue="lane")
     assert done is not None and done.run_id == run.id
+
+
+def test_a_fail_or_retry_carrying_values_json_cannot_hold_is_still_recorded(
+    make_mesh: MeshFactory, clock: FakeClock
+) -> None:
+    wf = sm.Workflow("odd_values", version="1")
+
+    @wf.step(retry=sm.RetryPolicy(max_attempts=2))
+    def stamp(input: dict[str, Any], ctx: sm.StepContext) -> dict[str, Any]:
+        if ctx.attempt == 1:
+            raise sm.Retry(datetime(2026, 1, 1, tzinfo=UTC))  # type: ignore[arg-type]
+        raise sm.Fail("no", details={"when": datetime(2026, 1, 2, tzinfo=UTC), "ids": {1}})
+
+    wf.transition("stamp", to=sm.COMPLETE)
+    mesh = make_mesh([wf])
+    run = mesh.start("odd_values", {})
+    first = mesh.execute_next(owner_id="w1")
+    second = mesh.execute_next(owner_id="w1")
+    assert first is not None and first.outcome == "retry_scheduled"
+    assert second is not None and second.outcome == "failed"
+    snap = mesh.inspect_run(run.id)
+    assert snap.status == "failed"
+    assert snap.error is not None and "2026, 1, 2" in snap.error["details"]["when"]
+    assert snap.error["details"]["ids"] == "{1}"
+    assert "2026, 1, 1" in (snap.steps[0].attempts[0].error or {})["message"]
+    assert mesh.verify() == []

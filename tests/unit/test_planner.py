@@ -303,3 +303,24 @@ def test_an_expired_lease_makes_a_running_attempt_claimable() -> None:
     state, _ = claimed(started(), "charge:1:1")
     assert not planner.can_claim(state, "charge:1:1", NOW + 29.9)
     assert planner.can_claim(state, "charge:1:1", NOW + 30)
+
+
+def test_a_run_that_ended_meanwhile_discards_even_an_unrunnable_attempt() -> None:
+    state, attempt = claimed(started(), "charge:1:1")
+    state = advance(state, [f.RunCancelled("ops")])
+    error = planner.engine_error("step_not_in_definition", "gone")
+    facts = planner.decide_record(
+        D, state, state.attempts[attempt.key], StepResult(error=error), False, NOW, 0.0
+    )
+    assert [type(fact) for fact in facts] == [f.ResultDiscarded]
+    assert advance(state, facts).status == "cancelled"
+
+
+def test_record_dispatches_success_and_failure() -> None:
+    state, attempt = claimed(started(), "charge:1:1")
+    ok = planner.decide_record(D, state, attempt, StepResult(output={"amount": 5}), True, NOW, 0)
+    assert isinstance(ok[0], f.AttemptCompleted)
+    failed = planner.decide_record(
+        D, state, attempt, StepResult(error={"code": "x"}, retryable=False), True, NOW, 0
+    )
+    assert isinstance(failed[0], f.AttemptFailed)

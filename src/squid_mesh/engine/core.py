@@ -25,7 +25,6 @@ from squid_mesh.errors import (
 )
 from squid_mesh.journal import facts as f
 from squid_mesh.journal.fold import (
-    AttemptState,
     AttemptStatus,
     RunState,
     RunStatus,
@@ -153,19 +152,29 @@ class Engine:
             if idempotency_key is not None:
                 existing = tx.run_id_for_key(d.name, idempotency_key)
                 if existing is not None:
-                    return self._same_start(tx, existing, digest, "idempotency_key")
+                    return self._same_start(
+                        tx, existing, d, idempotency_key, digest, "idempotency_key"
+                    )
             if tx.insert_run(state, entries):
                 return state
             if idempotency_key is not None:
                 existing = tx.run_id_for_key(d.name, idempotency_key)
                 if existing is not None:
-                    return self._same_start(tx, existing, digest, "idempotency_key")
-            return self._same_start(tx, rid, digest, "run_id")
+                    return self._same_start(
+                        tx, existing, d, idempotency_key, digest, "idempotency_key"
+                    )
+            return self._same_start(tx, rid, d, idempotency_key, digest, "run_id")
 
         return self.transact(write)
 
-    def _same_start(self, tx: Tx, run_id: str, digest: str, what: str) -> RunState:
+    def _same_start(
+        self, tx: Tx, run_id: str, d: Definition, key: str | None, digest: str, what: str
+    ) -> RunState:
         existing = self._load(tx, run_id, lock=False)
+        if existing.workflow != d.name:
+            raise IdempotencyConflictError(what, run_id, f"it is a run of {existing.workflow!r}")
+        if existing.idempotency_key != key:
+            raise IdempotencyConflictError(what, run_id, "it was started with another key")
         if existing.payload_hash != digest:
             raise IdempotencyConflictError(what, run_id, "it was started with a different payload")
         return existing
@@ -337,7 +346,8 @@ class Engine:
                 outcome: Outcome = "lease_lost"
                 after = state
             else:
-                facts = self._decide(state, attempt, result, runnable, done_at, rand)
+                d = self.definitions[f"{state.workflow}@{state.version}"]
+                facts = planner.decide_record(d, state, attempt, result, runnable, done_at, rand)
                 outcome = outcome_of(facts)
                 entries = _entries(state, facts, done_at)
                 after = _advance(state, entries)
@@ -368,24 +378,6 @@ class Engine:
             return execution, held
 
         return self.transact(record)
-
-    def _decide(
-        self,
-        state: RunState,
-        attempt: AttemptState,
-        result: planner.StepResult,
-        runnable: bool,
-        done_at: float,
-        rand: float,
-    ) -> list[f.Fact]:
-        d = self.definitions[f"{state.workflow}@{state.version}"]
-        if not runnable:
-            return planner.decide_unrunnable(attempt, result.error or {})
-        if state.status.terminal:
-            return planner.decide_late(attempt, result, f"run {state.status.value}")
-        if result.ok:
-            return planner.decide_success(d, state, attempt, result.output or {}, done_at)
-        return planner.decide_failure(d, state, attempt, result, done_at, rand)
 
     def release_held(self) -> int:
         """Give back every claim prefetched and not yet run (at shutdown); return how many."""

@@ -30,7 +30,7 @@ def run_step(step: Step, step_input: dict[str, Any], ctx: StepContext) -> StepRe
         returned = _call(step, step_input, ctx)
     except Retry as exc:
         return StepResult(
-            error={"type": "Retry", "code": "retry_requested", "message": exc.reason},
+            error=_json_safe({"type": "Retry", "code": "retry_requested", "message": exc.reason}),
             retryable=True,
             retry_after=exc.after,
         )
@@ -38,10 +38,16 @@ def run_step(step: Step, step_input: dict[str, Any], ctx: StepContext) -> StepRe
         error: dict[str, Any] = {"type": "Fail", "code": exc.code, "message": exc.reason}
         if exc.details:
             error["details"] = redact(exc.details)
-        return StepResult(error=error, retryable=False)
+        return StepResult(error=_json_safe(error), retryable=False)
     except Exception as exc:
         return StepResult(error=exception_error(exc), retryable=True)
     return _check_output(step, returned)
+
+
+def _json_safe(error: dict[str, Any]) -> dict[str, Any]:
+    # A reason or detail the step gave as a datetime, a set, bytes ... is kept as its repr: the
+    # error must be recordable, or the attempt could never be finished (and would be re-run).
+    return dict(json.loads(json.dumps(error, default=repr, allow_nan=False, ensure_ascii=True)))
 
 
 def exception_error(exc: BaseException) -> dict[str, Any]:

@@ -46,4 +46,14 @@ def check_text(option: str, value: object, *, limit: int = 200) -> str:
         raise InvalidOptionError(
             option, f"expected a non-empty string of at most {limit} characters"
         )
+    if "\x00" in value or not _encodable(value):
+        raise InvalidOptionError(option, "must be valid UTF-8 text without NUL characters")
     return value
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates
+        return False
+    return True

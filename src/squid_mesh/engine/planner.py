@@ -182,6 +182,27 @@ def decide_failure(
     return [failed, *_follow(d, state, after_failure, "error", {}, state.view, now)]
 
 
+def decide_record(
+    d: Definition,
+    state: RunState,
+    attempt: AttemptState,
+    result: StepResult,
+    runnable: bool,
+    now: float,
+    rand: float,
+) -> list[f.Fact]:
+    """The facts that record a finished attempt whose claim is still current."""
+    # A run that ended meanwhile (a cancel from another process) is final whatever the attempt's
+    # outcome: its result is kept and applied nowhere. This is checked first.
+    if state.status.terminal:
+        return decide_late(attempt, result, f"run {state.status.value}")
+    if not runnable:
+        return decide_unrunnable(attempt, result.error or {})
+    if result.ok:
+        return decide_success(d, state, attempt, result.output or {}, now)
+    return decide_failure(d, state, attempt, result, now, rand)
+
+
 def decide_unrunnable(attempt: AttemptState, error: dict[str, Any]) -> list[f.Fact]:
     """The attempt cannot run here at all (its step is not in the definition): fail the run."""
     return [f.AttemptFailed(attempt.key, error), f.RunFailed(error, step=attempt.step)]
