@@ -40,6 +40,7 @@ from squid_mesh.errors import (
 )
 from squid_mesh.journal.fold import AttemptStatus, RunStatus
 from squid_mesh.mesh import Mesh, connect
+from squid_mesh.read.listing import RunPage, RunSummary
 from squid_mesh.read.snapshot import AttemptView, HistoryEntry, RunSnapshot, StepView
 
 __version__ = "0.1.0.dev0"
@@ -68,8 +69,10 @@ __all__ = [
     "RetryPolicy",
     "RunFinishedError",
     "RunNotFoundError",
+    "RunPage",
     "RunSnapshot",
     "RunStatus",
+    "RunSummary",
     "SeededEntropy",
     "SquidMeshError",
     "StepContext",

@@ -12,6 +12,15 @@ from squid_mesh.engine.core import Engine
 from squid_mesh.engine.entropy import Clock, Entropy, SystemEntropy, to_epoch, to_seconds
 from squid_mesh.engine.results import Execution, Problem
 from squid_mesh.errors import InvalidOptionError
+from squid_mesh.journal.fold import RunStatus
+from squid_mesh.read.listing import (
+    RunPage,
+    check_limit,
+    decode_cursor,
+    encode_cursor,
+    run_filter,
+    summary,
+)
 from squid_mesh.read.snapshot import RunSnapshot, snapshot
 from squid_mesh.store import open_store
 
@@ -149,6 +158,57 @@ class Mesh:
         """
         state, entries = self._engine.load(run_id, history=_flag("history", history))
         return snapshot(state, entries)
+
+    def list_runs(
+        self,
+        *,
+        workflow: str | None = None,
+        status: str | RunStatus | None = None,
+        queue: str | None = None,
+        started_after: datetime | float | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunPage:
+        """Runs newest first (by start time), filtered, a page at a time.
+
+        Each filter is optional; ``status`` is one status. A page costs the same whatever the size
+        of the history (an index walk of ``limit`` entries). Pass ``page.next_cursor`` back with
+        the same filters for the next page: runs started meanwhile never shift or repeat entries.
+        Summaries carry no payload, context, error or idempotency key.
+
+        Example:
+            >>> page = mesh.list_runs(workflow="checkout", status="failed", limit=20)  # doctest: +SKIP
+            >>> [(r.id, r.created_at) for r in page]  # doctest: +SKIP
+        """
+        where = run_filter(
+            workflow=workflow, status=status, queue=queue, started_after=started_after
+        )
+        size = check_limit(limit)
+        before = None if cursor is None else decode_cursor(cursor)
+        # One row more than asked tells whether another page exists without a second query.
+        found = self._engine.list_runs(where, before, size + 1)
+        page = found[:size]
+        more = len(found) > size
+        return RunPage(
+            runs=tuple(summary(row) for row in page),
+            next_cursor=encode_cursor(page[-1]) if more else None,
+        )
+
+    def run_counts(
+        self, *, workflow: str | None = None, queue: str | None = None
+    ) -> dict[RunStatus, int]:
+        """How many runs there are in each status (every status present, zero included).
+
+        With ``workflow`` it reads only that workflow's part of an index; without it, the whole
+        runs table (fine for a dashboard, not for a hot loop).
+
+        Example:
+            >>> mesh.run_counts(workflow="checkout")[sm.RunStatus.FAILED]  # doctest: +SKIP
+            3
+        """
+        where = run_filter(workflow=workflow, queue=queue)
+        counts = self._engine.run_counts(where)
+        return {status: counts.get(status.value, 0) for status in RunStatus}
 
     def verify(self) -> list[Problem]:
         """Refold every run's journal; return the runs whose projection differs (empty when sound).

@@ -32,7 +32,7 @@ from squid_mesh.journal.fold import (
     fold,
     start_state,
 )
-from squid_mesh.store.base import Conflict, Store, Tx, iter_pages
+from squid_mesh.store.base import Conflict, RunFilter, RunRow, Store, Tx, iter_pages
 
 T = TypeVar("T")
 _MAX_RACES = 100
@@ -429,6 +429,16 @@ class Engine:
         # One snapshot for the run row, its attempts and its journal: a concurrent writer can
         # never make a read mix two revisions (and so never make verify() report a false problem).
         return self.transact(read, read_only=True)
+
+    def list_runs(
+        self, where: RunFilter, before: tuple[float, str] | None, limit: int
+    ) -> list[RunRow]:
+        """Up to ``limit`` runs matching ``where``, newest first, after the ``before`` key."""
+        return self.transact(lambda tx: tx.list_runs(where, before, limit), read_only=True)
+
+    def run_counts(self, where: RunFilter) -> dict[str, int]:
+        """Runs per status among those matching ``where``."""
+        return self.transact(lambda tx: tx.run_counts(where), read_only=True)
 
     def verify(self) -> list[Problem]:
         """Refold every journal and compare it with the projections."""

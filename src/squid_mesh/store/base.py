@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from squid_mesh.journal.facts import Entry
@@ -12,6 +13,30 @@ from squid_mesh.journal.fold import RunState
 
 class Conflict(Exception):
     """A concurrent writer won the race; the engine reloads, decides again and retries."""
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """Which runs a listing or a count covers; ``None`` means any."""
+
+    workflow: str | None = None
+    status: str | None = None
+    queue: str | None = None
+    started_after: float | None = None
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One run as a listing shows it: no payload, context, error or key."""
+
+    run_id: str
+    workflow: str
+    version: str
+    status: str
+    queue: str
+    trigger: str
+    created_at: float
+    updated_at: float
 
 
 class Tx(Protocol):
@@ -48,6 +73,14 @@ class Tx(Protocol):
 
     def run_ids_page(self, after: str, limit: int) -> list[str]:
         """Run ids in id order after ``after`` (for whole-store scans such as verify)."""
+
+    def list_runs(
+        self, where: RunFilter, before: tuple[float, str] | None, limit: int
+    ) -> list[RunRow]:
+        """Up to ``limit`` runs newest first (by start time, then id), after the ``before`` key."""
+
+    def run_counts(self, where: RunFilter) -> dict[str, int]:
+        """How many runs there are per status (statuses with none are left out)."""
 
     def query(self, name: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         """Run a named query of the catalog and fetch its rows (store-level helpers)."""

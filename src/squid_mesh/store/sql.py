@@ -10,7 +10,16 @@ from typing import Any, Protocol
 from squid_mesh.journal.facts import Entry
 from squid_mesh.journal.fold import RunState
 from squid_mesh.store import rows
+from squid_mesh.store.base import RunFilter, RunRow
 from squid_mesh.store.queries import load_migrations
+
+# The catalog fragment that adds each RunFilter field to a listing's WHERE clause.
+_FILTERS = {
+    "workflow": "filter_workflow",
+    "status": "filter_status",
+    "queue": "filter_queue",
+    "started_after": "filter_started_after",
+}
 
 
 class Cursor(Protocol):
@@ -125,6 +134,33 @@ class SqlTx:
     def run_ids_page(self, after: str, limit: int) -> list[str]:
         """See :meth:`squid_mesh.store.base.Tx.run_ids_page`."""
         return [str(r[0]) for r in self.query("run_ids_page", {"after": after, "limit": limit})]
+
+    def list_runs(
+        self, where: RunFilter, before: tuple[float, str] | None, limit: int
+    ) -> list[RunRow]:
+        """See :meth:`squid_mesh.store.base.Tx.list_runs`."""
+        sql, params = self._filtered("list_runs", where)
+        if before is not None:
+            sql = sql.replace("/* filters */", f"{self._q['filter_before']} /* filters */")
+            params["before_at"], params["before_id"] = before
+        params["limit"] = limit
+        self._cur.execute(sql, params)
+        return [
+            RunRow(str(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), str(r[5]), r[6], r[7])
+            for r in self._cur.fetchall()
+        ]
+
+    def run_counts(self, where: RunFilter) -> dict[str, int]:
+        """See :meth:`squid_mesh.store.base.Tx.run_counts`."""
+        sql, params = self._filtered("run_counts", where)
+        self._cur.execute(sql, params)
+        return {str(status): int(n) for status, n in self._cur.fetchall()}
+
+    def _filtered(self, name: str, where: RunFilter) -> tuple[str, dict[str, Any]]:
+        # Only catalog text is spliced in (the filter_* fragments); every value is a parameter.
+        params = {k: v for k, v in vars(where).items() if v is not None}
+        fragments = " ".join(self._q[_FILTERS[k]] for k in params)
+        return self._q[name].replace("/* filters */", f"{fragments} /* filters */"), params
 
 
 def apply_migrations(tx: SqlTx, backend: str) -> list[str]:

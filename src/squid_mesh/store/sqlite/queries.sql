@@ -75,6 +75,41 @@ SELECT run_id, key
  ORDER BY priority DESC, due_at
  LIMIT 1;
 
+-- name: list_runs
+-- Newest first. The store puts the filter_* fragments for the filters given where /* filters */
+-- stands; each filter has an index that leads with it and ends (created_at, run_id) (migration
+-- 0002), so a page is a backward walk of `limit` entries of one index, and the cursor (the last
+-- row's created_at and run_id) starts the next page exactly where this one ended.
+SELECT run_id, workflow, version, status, queue, trigger, created_at, updated_at
+  FROM squid_mesh_runs
+ WHERE TRUE /* filters */
+ ORDER BY created_at DESC, run_id DESC
+ LIMIT :limit;
+
+-- name: run_counts
+-- Runs per status. With a workflow filter it reads that workflow's part of the (workflow, status,
+-- ...) index only; without one it counts the whole table (an operator's occasional question).
+SELECT status, count(*)
+  FROM squid_mesh_runs
+ WHERE TRUE /* filters */
+ GROUP BY status;
+
+-- name: filter_workflow
+AND workflow = :workflow
+
+-- name: filter_status
+AND status = :status
+
+-- name: filter_queue
+AND queue = :queue
+
+-- name: filter_started_after
+AND created_at > :started_after
+
+-- name: filter_before
+-- The cursor: rows strictly after the previous page's last row in newest-first order.
+AND (created_at, run_id) < (:before_at, :before_id)
+
 -- name: run_ids_page
 SELECT run_id FROM squid_mesh_runs WHERE run_id > :after ORDER BY run_id LIMIT :limit;
 
