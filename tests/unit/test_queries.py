@@ -21,7 +21,7 @@ PARAMS = {
 
 # Postgres reads a run with its attempts and writes a whole command in one statement each, where
 # SQLite (in-process, no round trips) uses one plain statement per table.
-SQLITE_ONLY = {"load_attempts", "update_run", "insert_fact", "upsert_attempt"}
+SQLITE_ONLY = {"load_attempts", "update_run", "insert_fact", "upsert_attempt", "next_claimable"}
 POSTGRES_ONLY = {"save_run", "next_claimable_run"}
 DIFFERENT_PARAMETERS = {"insert_run"}  # Postgres also takes the facts and attempts as JSON
 
@@ -80,7 +80,7 @@ def _names_used_by_code() -> set[str]:
 
 def test_every_query_name_the_code_uses_is_in_both_catalogs() -> None:
     used = _names_used_by_code()
-    assert {"load_run", "load_run_for_update", "insert_fact", "next_claimable"} <= used
+    assert {"load_run", "load_run_for_update", "insert_fact", "probe_due"} <= used
     catalogs = {b: set(load_queries(b)) for b in BACKENDS}
     missing = used - (catalogs["sqlite"] | catalogs["postgres"])
     assert not missing, f"no catalog defines {sorted(missing)}"

@@ -81,9 +81,21 @@ class Engine:
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def transact(self, fn: Callable[[Tx], T], *, read_only: bool = False) -> T:
-        """Run ``fn`` in a transaction, retrying it when a concurrent writer won the race."""
-        begin = self.store.read_transaction if read_only else self.store.transaction
+    def transact(
+        self, fn: Callable[[Tx], T], *, read_only: bool = False, single_write: bool = False
+    ) -> T:
+        """Run ``fn`` in a transaction, retrying it when a concurrent writer won the race.
+
+        ``single_write``: ``fn`` makes one write (one store call) and its reads need no snapshot
+        shared with it (see :meth:`Store.single_write`).
+        """
+        begin = (
+            self.store.read_transaction
+            if read_only
+            else self.store.single_write
+            if single_write
+            else self.store.transaction
+        )
         for attempt in range(_MAX_RACES):
             try:
                 with begin() as tx:
@@ -165,7 +177,9 @@ class Engine:
                     )
             return self._same_start(tx, rid, d, idempotency_key, digest, "run_id")
 
-        return self.transact(write)
+        # insert_run is the one write, atomic on its own; the key lookups around it are safe
+        # outside its transaction (a losing insert waits for the winner to commit, then reads it).
+        return self.transact(write, single_write=True)
 
     def _same_start(
         self, tx: Tx, run_id: str, d: Definition, key: str | None, digest: str, what: str
@@ -268,7 +282,10 @@ class Engine:
             claim, result, runnable=step is not None, now=now, prefetch=prefetch, queue=queue
         )
         if held is not None:
-            self._held[(owner_id, queue)] = held
+            self._held[slot] = held
+        elif prefetch:
+            # The record's own claim found nothing due: the next call probes (cheaply) first.
+            self._busy.discard(slot)
         return execution
 
     def _take_held(self, owner_id: str, queue: str, at: float) -> Claim | None:
@@ -329,19 +346,10 @@ class Engine:
         claimed = claim.attempt
         run_id = claim.state.run_id
 
-        tries = 0
-
-        def record(tx: Tx) -> tuple[Execution, Claim | None]:
-            nonlocal tries
-            tries += 1
-            # Where the store says so, the first try is optimistic: decide on the run as this
-            # worker's claim left it, without reading it again. If anything changed it since (a
-            # heartbeat, a cancel), the first appended fact collides with the journal's key, the
-            # store reports a Conflict, and the retry reads the run under its lock.
-            optimistic = tries == 1 and self.store.decides_on_cached_state
-            state = claim.state if optimistic else self._load(tx, run_id, lock=True)
+        def decide(state: RunState) -> tuple[Execution, RunState, list[f.Entry], Claim | None]:
             attempt = state.attempts.get(claimed.key)
             held: Claim | None = None
+            entries: list[f.Entry] = []
             if attempt is None or not planner.claim_is_current(attempt, claim.claim_hash):
                 outcome: Outcome = "lease_lost"
                 after = state
@@ -364,7 +372,6 @@ class Engine:
                     held = Claim(
                         after, after.attempts[sticky], claim_hash, claim.owner, claim.lease
                     )
-                tx.save(state, after, entries)
             execution = Execution(
                 run_id,
                 claimed.step,
@@ -373,9 +380,41 @@ class Engine:
                 after.status,
                 None if outcome == "lease_lost" else result.error,
             )
+            return execution, after, entries, held
+
+        def write(
+            tx: Tx,
+            state: RunState,
+            decided: tuple[Execution, RunState, list[f.Entry], Claim | None],
+        ) -> tuple[Execution, Claim | None]:
+            execution, after, entries, held = decided
+            if entries:
+                tx.save(state, after, entries)
             if prefetch and held is None:
                 held = self._claim_in(tx, queue, claim.owner, claim.lease, done_at, strict=False)
             return execution, held
+
+        if self.store.decides_on_cached_state:
+            # Optimistic first: decide on the run as this worker's claim left it, without reading
+            # it again. If anything changed it since (a heartbeat, a cancel), the save's revision
+            # guard refuses the write (Conflict), nothing is kept, and the locked path below
+            # decides again on the run as it is now.
+            decided = decide(claim.state)
+            execution, after, entries, held = decided
+            try:
+                if entries and (held is not None or not prefetch):
+                    # The whole write is one statement: no BEGIN/COMMIT round trips for it.
+                    with self.store.single_write() as tx:
+                        tx.save(claim.state, after, entries)
+                    return execution, held
+                with self.store.transaction() as tx:
+                    return write(tx, claim.state, decided)
+            except Conflict:
+                pass
+
+        def record(tx: Tx) -> tuple[Execution, Claim | None]:
+            state = self._load(tx, run_id, lock=True)
+            return write(tx, state, decide(state))
 
         return self.transact(record)
 

@@ -48,15 +48,16 @@ class Tx(Protocol):
     def run_id_for_key(self, workflow: str, idempotency_key: str) -> str | None:
         """The run that an idempotency key names, if any."""
 
-    def next_claimable(
-        self, queue: str, wf_keys: Sequence[str], now: float
-    ) -> tuple[str, str] | None:
-        """``(run_id, attempt_key)`` of the next due attempt, its run locked; or ``None``."""
+    def has_due(self, queue: str, wf_keys: Sequence[str], now: float) -> bool:
+        """Whether an attempt of ``queue`` is due (a plain read that locks nothing)."""
 
     def next_claimable_run(
         self, queue: str, wf_keys: Sequence[str], now: float
     ) -> tuple[RunState, str] | None:
-        """As :meth:`next_claimable`, with the candidate's run loaded (and locked)."""
+        """The next due attempt whose run no other transaction holds, or ``None``.
+
+        Returns the run (loaded and locked until commit) and the attempt's key.
+        """
 
     def insert_run(self, state: RunState, entries: Sequence[Entry]) -> bool:
         """Write a new run; ``False`` (and nothing written) when its id or key is taken."""
@@ -95,6 +96,13 @@ class Store(Protocol):
 
     def transaction(self) -> AbstractContextManager[Tx]:
         """A write transaction (retried by the engine on :class:`Conflict`)."""
+
+    def single_write(self) -> AbstractContextManager[Tx]:
+        """For exactly one write call (``save`` or ``insert_run``), each atomic on its own.
+
+        Reads made in it need not share a snapshot with the write. A server store may run each
+        statement as its own transaction here, saving the BEGIN and COMMIT round trips.
+        """
 
     def read_transaction(self) -> AbstractContextManager[Tx]:
         """A read-only transaction whose reads all see one snapshot (and block no writer)."""

@@ -81,23 +81,24 @@ class SqlTx:
         )
         return str(found[0][0]) if found else None
 
-    def next_claimable(
-        self, queue: str, wf_keys: Sequence[str], now: float
-    ) -> tuple[str, str] | None:
-        """See :meth:`squid_mesh.store.base.Tx.next_claimable`."""
+    def has_due(self, queue: str, wf_keys: Sequence[str], now: float) -> bool:
+        """See :meth:`squid_mesh.store.base.Tx.has_due`."""
+        return bool(self.query("probe_due", self._claim_params(queue, wf_keys, now)))
+
+    def _claim_params(self, queue: str, wf_keys: Sequence[str], now: float) -> dict[str, Any]:
         keys: Any = json.dumps(list(wf_keys)) if self._wf_keys_as_json else list(wf_keys)
-        found = self.query("next_claimable", {"queue": queue, "wf_keys": keys, "now": now})
-        return (str(found[0][0]), str(found[0][1])) if found else None
+        return {"queue": queue, "wf_keys": keys, "now": now}
 
     def next_claimable_run(
         self, queue: str, wf_keys: Sequence[str], now: float
     ) -> tuple[RunState, str] | None:
         """See :meth:`squid_mesh.store.base.Tx.next_claimable_run`."""
-        found = self.next_claimable(queue, wf_keys, now)
-        if found is None:
+        found = self.query("next_claimable", self._claim_params(queue, wf_keys, now))
+        if not found:
             return None
-        state = self.load_run(found[0], lock=True)
-        return None if state is None else (state, found[1])
+        run_id, key = found[0]
+        state = self.load_run(str(run_id), lock=True)
+        return None if state is None else (state, str(key))
 
     def insert_run(self, state: RunState, entries: Sequence[Entry]) -> bool:
         """See :meth:`squid_mesh.store.base.Tx.insert_run`."""

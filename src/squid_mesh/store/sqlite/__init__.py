@@ -56,6 +56,10 @@ class SqliteStore:
         """``BEGIN IMMEDIATE`` ... ``COMMIT``: holds the write lock from the start."""
         return self._transaction("BEGIN IMMEDIATE")
 
+    def single_write(self) -> AbstractContextManager[SqlTx]:
+        """A write transaction as any other: in-process SQLite has no round trips to save."""
+        return self.transaction()
+
     def read_transaction(self) -> AbstractContextManager[SqlTx]:
         """A deferred transaction: in WAL mode its reads share one snapshot and take no write lock."""
         return self._transaction("BEGIN DEFERRED")
@@ -63,7 +67,7 @@ class SqliteStore:
     def might_have_due(self, queue: str, wf_keys: Sequence[str], now: float) -> bool:
         """Look for a due attempt in a read transaction: idle pollers never take the write lock."""
         with self.read_transaction() as tx:
-            return tx.next_claimable(queue, wf_keys, now) is not None
+            return tx.has_due(queue, wf_keys, now)
 
     @contextmanager
     def _transaction(self, begin: str) -> Iterator[SqlTx]:

@@ -75,6 +75,16 @@ SELECT run_id, key
  ORDER BY priority DESC, due_at
  LIMIT 1;
 
+-- name: probe_due
+-- The idle poller's probe, in a read transaction: is any attempt of this queue due?
+SELECT 1
+  FROM squid_mesh_attempts
+ WHERE queue = :queue
+   AND due_at IS NOT NULL
+   AND due_at <= :now
+   AND wf_key IN (SELECT value FROM json_each(:wf_keys))
+ LIMIT 1;
+
 -- name: list_runs
 -- Newest first. The store puts the filter_* fragments for the filters given where /* filters */
 -- stands; each filter has an index that leads with it and ends (created_at, run_id) (migration
