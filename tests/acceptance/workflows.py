@@ -104,6 +104,33 @@ def flaky() -> sm.Workflow:
     return wf
 
 
+def _meet(name: str, other: str) -> Any:
+    def root(input: dict[str, Any], ctx: sm.StepContext) -> dict[str, Any]:
+        folder = Path(input["dir"])
+        (folder / f"{ctx.run_id}.{name}").write_text(str(WORKER["tag"]))
+        # Wait (bounded) until the sibling root has started too, so that the two roots of a run
+        # run, and then complete, at the same time in two processes.
+        deadline = time.monotonic() + 5.0
+        while not (folder / f"{ctx.run_id}.{other}").exists() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        return {"by": str(WORKER["tag"])}
+
+    return root
+
+
+def join() -> sm.Workflow:
+    """DAG: roots ``left`` and ``right`` (each waits for the other to start), then ``both``."""
+    wf = sm.Workflow("acc_join", version="1")
+    wf.step("left", output="left")(_meet("left", "right"))
+    wf.step("right", output="right")(_meet("right", "left"))
+
+    @wf.step(after=["left", "right"], input={"l": "left.by", "r": "right.by"})
+    def both(input: dict[str, Any], ctx: sm.StepContext) -> dict[str, Any]:
+        return {"joined": [input["l"], input["r"]]}
+
+    return wf
+
+
 def all_workflows() -> list[sm.Workflow]:
     """Every acceptance workflow (the test process and the workers register the same set)."""
-    return [three_steps(), sleepy(), contended(), flaky()]
+    return [three_steps(), sleepy(), contended(), flaky(), join()]

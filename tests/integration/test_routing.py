@@ -319,6 +319,37 @@ def test_max_visits_exceeded_fails_the_run(make_mesh: MeshFactory) -> None:
     assert snap.context["count"] == 2
 
 
+def test_the_workflow_max_visits_bounds_a_loop_back_to_an_earlier_step(
+    make_mesh: MeshFactory,
+) -> None:
+    wf = sm.Workflow("ping_pong", version="1", max_visits=3)
+
+    @wf.step(entry=True)
+    def ping(input: dict[str, Any], ctx: sm.StepContext) -> dict[str, Any]:
+        return {"pings": input.get("pings", 0) + 1}
+
+    @wf.step()
+    def pong(input: dict[str, Any], ctx: sm.StepContext) -> dict[str, Any]:
+        return {}
+
+    wf.transition("ping", to="pong")
+    wf.transition("pong", to="ping")  # forever, but for max_visits
+    mesh = make_mesh([wf])
+    run = mesh.start("ping_pong", {})
+    assert [(d.step, d.outcome) for d in drain(mesh)] == [
+        ("ping", "completed"),
+        ("pong", "completed"),
+    ] * 3
+    snap = mesh.inspect_run(run.id)
+    assert snap.status == "failed" and snap.error is not None
+    assert (snap.error["code"], snap.error["step"]) == ("max_visits_exceeded", "ping")
+    assert "4 times" in snap.error["message"] and "max_visits is 3" in snap.error["message"]
+    assert snap.context["pings"] == 3
+    assert sorted((s.name, s.visit) for s in snap.steps) == [
+        (name, visit) for name in ("ping", "pong") for visit in (1, 2, 3)
+    ]
+
+
 def test_context_merge_order_is_the_order_results_were_applied(
     make_mesh: MeshFactory, clock: FakeClock
 ) -> None:

@@ -450,3 +450,105 @@ def test_definition_is_rebuilt_after_a_change() -> None:
     before = wf.definition().fingerprint
     wf.transition("first", to=sm.COMPLETE, on="error")
     assert wf.definition().fingerprint != before
+
+
+# -- DAG mode -----------------------------------------------------------------------------------
+
+
+def dag(name: str = "dag") -> sm.Workflow:
+    wf = sm.Workflow(name)
+    wf.step("left")(noop)
+    wf.step("right")(noop)
+    wf.step("join", after=["left", "right"])(noop)
+    return wf
+
+
+def test_a_dag_has_every_step_without_after_as_a_root() -> None:
+    d = dag().definition()
+    assert d.mode == "dag"
+    assert d.roots == ("left", "right")
+    assert d.dependents["left"] == ("join",) and d.dependents["join"] == ()
+    assert d.transitions == {}
+
+
+def test_a_transitions_workflow_has_its_entry_as_its_only_root() -> None:
+    d = two_steps().definition()
+    assert (d.mode, d.roots) == ("transitions", ("first",))
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda wf: wf.step("x", after=["x"])(noop), r"step 'x': depends on itself"),
+        (
+            lambda wf: wf.step("x", after=["ghost"])(noop),
+            r"step 'x': after names unknown step 'ghost'",
+        ),
+        (
+            lambda wf: wf.transition("left", to="join"),
+            r"DAG and cannot also declare transitions \(found 'left' -> 'join'\)",
+        ),
+        (lambda wf: wf.step("x", entry=True, after=["left"])(noop), r"entry=True on 'x'"),
+    ],
+)
+def test_bad_dags_are_refused_naming_the_problem(
+    build: Callable[[sm.Workflow], object], message: str
+) -> None:
+    wf = dag()
+    build(wf)
+    with pytest.raises(sm.DefinitionError, match=message):
+        wf.definition()
+
+
+def test_a_cycle_is_refused_with_its_path() -> None:
+    wf = sm.Workflow("loop")
+    wf.step("root")(noop)
+    wf.step("a", after=["root", "c"])(noop)
+    wf.step("b", after=["a"])(noop)
+    wf.step("c", after=["b"])(noop)
+    with pytest.raises(sm.DefinitionError, match=r"cycle: a -> c -> b -> a"):
+        wf.definition()
+
+
+@pytest.mark.parametrize(
+    ("after", "message"),
+    [
+        ([], r"after=\[\] names no step"),
+        ("left", r"after must be a list of step names"),
+        (["left", "left"], r"after names a step twice"),
+        ([""], r"after must hold step names"),
+        ([3], r"after must hold step names"),
+    ],
+)
+def test_bad_after_values_are_refused_at_declaration(after: object, message: str) -> None:
+    wf = sm.Workflow("wf")
+    wf.step("left")(noop)
+    with pytest.raises(sm.DefinitionError, match=message):
+        wf.step("x", after=after)(noop)  # type: ignore[arg-type]
+
+
+def test_dependencies_are_part_of_the_fingerprint() -> None:
+    one, other = dag().definition(), dag()
+    other.step("extra", after=["join"])(noop)
+    assert one.fingerprint != other.definition().fingerprint
+    assert dag().definition().fingerprint == one.fingerprint
+
+
+# -- loops: the workflow's max_visits -----------------------------------------------------------
+
+
+def test_the_workflow_max_visits_is_each_step_default_and_a_step_may_override_it() -> None:
+    wf = sm.Workflow("loops", max_visits=5)
+    wf.step("a", entry=True)(noop)
+    wf.step("b", max_visits=2)(noop)
+    wf.transition("a", to="b")
+    wf.transition("b", to="a")
+    d = wf.definition()
+    assert (d.steps["a"].max_visits, d.steps["b"].max_visits) == (5, 2)
+    assert sm.Workflow("plain").step("a")(noop) is noop
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 2.5, "3"])
+def test_a_bad_workflow_max_visits_is_refused(bad: object) -> None:
+    with pytest.raises(sm.DefinitionError, match=r"max_visits must be an integer >= 1"):
+        sm.Workflow("wf", max_visits=bad)  # type: ignore[arg-type]

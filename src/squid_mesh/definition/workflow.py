@@ -24,6 +24,7 @@ NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}$")
 DEFAULT_MAX_VISITS = 100
 
 Outcome = Literal["ok", "error"]
+Mode = Literal["transitions", "dag"]
 StepFn = Callable[..., Any]
 F = TypeVar("F", bound=StepFn)
 
@@ -48,6 +49,7 @@ class Step:
     output: str | None
     max_visits: int
     is_async: bool
+    after: tuple[str, ...] | None = None
 
     def describe(self) -> dict[str, object]:
         """A JSON-safe description, used by the fingerprint."""
@@ -57,6 +59,7 @@ class Step:
             "input": None if self.input is None else self.input.describe(),
             "output": self.output,
             "max_visits": self.max_visits,
+            "after": None if self.after is None else sorted(self.after),
         }
 
 
@@ -81,7 +84,11 @@ class Transition:
 
 @dataclass(frozen=True)
 class Definition:
-    """A validated, immutable workflow definition; what the engine runs."""
+    """A validated, immutable workflow definition; what the engine runs.
+
+    ``mode`` is ``"transitions"`` (a state machine from one entry step) or ``"dag"`` (steps with
+    ``after=``: every root starts at once, a step runs once all its own dependencies completed).
+    """
 
     name: str
     version: str
@@ -92,6 +99,9 @@ class Definition:
     payload: PayloadSchema
     queue: str
     fingerprint: str = field(default="")
+    mode: Mode = "transitions"
+    roots: tuple[str, ...] = ()
+    dependents: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -112,6 +122,8 @@ class Workflow:
         payload: a pydantic model class or ``{field: sm.Field(...)}``; ``None`` accepts any JSON object.
         triggers: how runs start (``[sm.Manual()]`` by default; ``sm.Cron(...)`` is declared here).
         queue: the default queue of the workflow's attempts.
+        max_visits: how often a loop may come back to any one step before the run fails with
+            ``max_visits_exceeded`` (default 100; a step's own ``max_visits`` overrides it).
 
     Example:
         >>> import squid_mesh as sm
@@ -132,8 +144,12 @@ class Workflow:
         payload: object = None,
         triggers: Sequence[Trigger] | None = None,
         queue: str = "default",
+        max_visits: int = DEFAULT_MAX_VISITS,
     ) -> None:
         self.name = _check_name("workflow", name)
+        if isinstance(max_visits, bool) or not isinstance(max_visits, int) or max_visits < 1:
+            raise DefinitionError(f"workflow {name!r}: max_visits must be an integer >= 1")
+        self._max_visits = max_visits
         if not isinstance(version, str) or not version or len(version) > 100:
             raise DefinitionError(f"workflow {name!r}: version must be a non-empty string")
         self.version = version
@@ -153,7 +169,8 @@ class Workflow:
         input: object = None,
         output: str | None = None,
         entry: bool = False,
-        max_visits: int = DEFAULT_MAX_VISITS,
+        max_visits: int | None = None,
+        after: Sequence[str] | None = None,
     ) -> Callable[[F], F]:
         """Declare the decorated callable ``fn(input: dict, ctx: StepContext) -> dict | None`` a step.
 
@@ -163,7 +180,12 @@ class Workflow:
             input: a list of context keys to select, or ``{target: "dotted.path"}``.
             output: wrap the step's result under this key in the context.
             entry: mark the run's first step (needed only when the first step is also a loop target).
-            max_visits: how often a loop may come back to this step before the run fails.
+            max_visits: how often a loop may come back to this step before the run fails (the
+                workflow's ``max_visits`` when omitted).
+            after: the steps this one depends on. Declaring ``after`` on any step makes the
+                workflow a DAG: steps without ``after`` are roots and all start at once, and a step
+                runs as soon as every step it names has completed. DAG workflows declare no
+                transitions; the run completes when every step has.
 
         Example:
             >>> import squid_mesh as sm
@@ -191,8 +213,10 @@ class Workflow:
                 raise DefinitionError(f"{where}: retry must be a sm.RetryPolicy")
             if output is not None and (not isinstance(output, str) or not output):
                 raise DefinitionError(f"{where}: output must be a non-empty key name")
-            if isinstance(max_visits, bool) or not isinstance(max_visits, int) or max_visits < 1:
+            visits = self._max_visits if max_visits is None else max_visits
+            if isinstance(visits, bool) or not isinstance(visits, int) or visits < 1:
                 raise DefinitionError(f"{where}: max_visits must be an integer >= 1")
+            deps = _dependencies(after, where)
             if entry and self._entry is not None:
                 raise DefinitionError(
                     f"{where}: entry=True, but step {self._entry!r} is already the entry step"
@@ -203,8 +227,9 @@ class Workflow:
                 retry=policy,
                 input=InputMapping.parse(input, step=step_name),
                 output=output,
-                max_visits=max_visits,
+                max_visits=visits,
                 is_async=inspect.iscoroutinefunction(fn),
+                after=deps,
             )
             if entry:
                 self._entry = step_name
@@ -255,6 +280,8 @@ def _build(wf: Workflow) -> Definition:
     if not wf._steps:
         raise DefinitionError(f"{where}: declares no step")
     _check_triggers(wf)
+    if any(s.after is not None for s in wf._steps.values()):
+        return _with_fingerprint(_build_dag(wf))
     routes: dict[tuple[str, Outcome], list[Transition]] = {}
     for t in wf._transitions:
         edge = f"{where} transition {t.source!r} -> {t.to!r} (on {t.on})"
@@ -286,8 +313,92 @@ def _build(wf: Workflow) -> Definition:
         triggers=wf._triggers,
         payload=wf._payload,
         queue=wf._queue,
+        roots=(entry,),
     )
     return _with_fingerprint(definition)
+
+
+def _dependencies(after: object, where: str) -> tuple[str, ...] | None:
+    if after is None:
+        return None
+    if isinstance(after, str) or not isinstance(after, Sequence):
+        raise DefinitionError(f"{where}: after must be a list of step names, got {after!r}")
+    deps = tuple(after)
+    if not deps:
+        raise DefinitionError(f"{where}: after=[] names no step; leave after out for a root step")
+    for dep in deps:
+        if not isinstance(dep, str) or not dep:
+            raise DefinitionError(f"{where}: after must hold step names, got {dep!r}")
+    if len(set(deps)) != len(deps):
+        raise DefinitionError(f"{where}: after names a step twice")
+    return deps
+
+
+def _build_dag(wf: Workflow) -> Definition:
+    where = f"workflow {wf.name!r}"
+    if wf._transitions:
+        t = wf._transitions[0]
+        raise DefinitionError(
+            f"{where}: steps declare after=, so it is a DAG and cannot also declare transitions "
+            f"(found {t.source!r} -> {t.to!r}); use one or the other"
+        )
+    if wf._entry is not None:
+        raise DefinitionError(
+            f"{where}: entry=True on {wf._entry!r} has no meaning in a DAG; "
+            "steps without after= are the roots"
+        )
+    dependents: dict[str, list[str]] = {name: [] for name in wf._steps}
+    for name, step in wf._steps.items():
+        for dep in step.after or ():
+            if dep == name:
+                raise DefinitionError(f"{where} step {name!r}: depends on itself")
+            if dep not in wf._steps:
+                raise DefinitionError(f"{where} step {name!r}: after names unknown step {dep!r}")
+            dependents[dep].append(name)
+    cycle = _find_cycle({name: step.after or () for name, step in wf._steps.items()})
+    if cycle:
+        raise DefinitionError(f"{where}: the dependencies form a cycle: {' -> '.join(cycle)}")
+    roots = tuple(name for name, step in wf._steps.items() if step.after is None)
+    return Definition(
+        name=wf.name,
+        version=wf.version,
+        entry=roots[0],
+        steps=dict(wf._steps),
+        transitions={},
+        triggers=wf._triggers,
+        payload=wf._payload,
+        queue=wf._queue,
+        mode="dag",
+        roots=roots,
+        dependents={name: tuple(after) for name, after in dependents.items()},
+    )
+
+
+def _find_cycle(deps: Mapping[str, Sequence[str]]) -> list[str]:
+    """A dependency cycle as ``[a, b, ..., a]``, or ``[]`` when the graph is acyclic."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: fully explored
+    path: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = 1
+        path.append(node)
+        for dep in deps[node]:
+            if state.get(dep) == 1:
+                return [*path[path.index(dep) :], dep]
+            if dep not in state:
+                found = visit(dep)
+                if found:
+                    return found
+        path.pop()
+        state[node] = 2
+        return []
+
+    for node in deps:
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return []
 
 
 def _check_triggers(wf: Workflow) -> None:

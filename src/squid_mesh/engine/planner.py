@@ -46,9 +46,15 @@ def plan_start(
     payload_hash: str,
     now: float,
 ) -> list[f.Fact]:
-    """The facts of a new run. Raises :class:`InputMappingError` if the entry input cannot be built."""
-    entry = d.steps[d.entry]
-    step_input = entry.input.apply(payload, step=entry.name) if entry.input else dict(payload)
+    """The facts of a new run: every root step (the entry step, or a DAG's roots) planned at once.
+
+    Raises :class:`InputMappingError` if a root's input cannot be built from the payload.
+    """
+    planned = []
+    for name in d.roots:
+        root = d.steps[name]
+        step_input = root.input.apply(payload, step=name) if root.input else dict(payload)
+        planned.append(f.PlannedAttempt(name, 1, 1, step_input, now))
     return [
         f.RunStarted(
             workflow=d.name,
@@ -61,7 +67,7 @@ def plan_start(
             payload_hash=payload_hash,
         ),
         f.CommandReceived("start", idempotency_key=idempotency_key),
-        f.StepsPlanned((f.PlannedAttempt(d.entry, 1, 1, step_input, now),)),
+        f.StepsPlanned(tuple(planned)),
     ]
 
 
@@ -153,10 +159,45 @@ def decide_success(
     """Complete the attempt, merge its (wrapped) output, and route on ``ok``."""
     wrapped = wrap_output(output, d.steps[attempt.step].output)
     view = {**state.view, **wrapped}
-    return [
-        f.AttemptCompleted(attempt.key, output),
-        *_follow(d, state, attempt, "ok", wrapped, view, now),
-    ]
+    completed = f.AttemptCompleted(attempt.key, output)
+    if d.mode == "dag":
+        return [completed, *_ready(d, state, attempt, wrapped, view, now)]
+    return [completed, *_follow(d, state, attempt, "ok", wrapped, view, now)]
+
+
+def _ready(
+    d: Definition,
+    state: RunState,
+    attempt: AttemptState,
+    output: dict[str, Any],
+    view: Mapping[str, Any],
+    now: float,
+) -> list[f.Fact]:
+    """DAG: apply the result, then plan each dependent whose own dependencies are all complete.
+
+    Only this step's dependents can have become ready, and a step is planned once (its first
+    visit): two dependencies completing at the same time are two writes to one run, serialised
+    by its revision, so exactly one of them sees the other complete and plans the join.
+    """
+    done = {a.step for a in state.attempts.values() if a.status is AttemptStatus.COMPLETED}
+    done.add(attempt.step)
+    applied = f.ResultApplied(attempt.key, output, None)
+    planned = []
+    for name in d.dependents.get(attempt.step, ()):
+        step = d.steps[name]
+        if state.visits(name) or not all(dep in done for dep in step.after or ()):
+            continue
+        try:
+            step_input = step.input.apply(view, step=name) if step.input else dict(view)
+        except InputMappingError as exc:
+            error = engine_error(exc.code, exc.message, target=exc.target, path=exc.path)
+            return [applied, f.RunFailed(error, step=name)]
+        planned.append(f.PlannedAttempt(name, 1, 1, step_input, now))
+    if planned:
+        return [applied, f.StepsPlanned(tuple(planned))]
+    if done >= set(d.steps):
+        return [applied, f.RunCompleted()]
+    return [applied]
 
 
 def decide_failure(

@@ -15,17 +15,29 @@ from squid_mesh.store.base import Conflict
 from squid_mesh.store.queries import load_queries
 from squid_mesh.store.sql import SqlTx, apply_migrations
 
+_REV = 12  # position of rev among the run columns of load_run_for_update
+
 
 class PostgresTx(SqlTx):
     """Reads a run with its attempts, and writes a command, in one statement each (see queries.sql)."""
 
     def load_run(self, run_id: str, *, lock: bool) -> RunState | None:
         """See :meth:`squid_mesh.store.base.Tx.load_run`."""
-        found = self.query("load_run_for_update" if lock else "load_run", {"run_id": run_id})
-        if not found:
-            return None
-        *run, attempts = found[0]
-        return rows.state_from_rows(run, json.loads(attempts))
+        if not lock:
+            found = self.query("load_run", {"run_id": run_id})
+            if not found:
+                return None
+            *run, attempts = found[0]
+            return rows.state_from_rows(run, json.loads(attempts))
+        for _ in range(2):
+            found = self.query("load_run_for_update", {"run_id": run_id})
+            if not found:
+                return None
+            *run, attempts, snapshot_rev = found[0]
+            if snapshot_rev == run[_REV]:
+                return rows.state_from_rows(run, json.loads(attempts))
+            # The row is newer than the attempts read with it (see the query): read again.
+        raise StoreError(f"run {run_id}: its row and its attempts disagree while locked")
 
     def next_claimable_run(
         self, queue: str, wf_keys: Sequence[str], now: float

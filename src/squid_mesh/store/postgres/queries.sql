@@ -30,6 +30,12 @@ SELECT r.run_id, r.workflow, r.version, r.fingerprint, r.queue, r.trigger, r.sta
 
 -- name: load_run_for_update
 -- As load_run, and the run row stays locked until commit: this is the lock every writer takes.
+-- Beware READ COMMITTED: when the row was changed by a transaction that committed after this
+-- statement's snapshot (it waited for the lock, or the commit came just before), FOR UPDATE
+-- returns the row's newest version while the attempts subquery still reads the older snapshot:
+-- a run at revision 7 with attempts of revision 5. The last column, the newest journal seq in the
+-- snapshot, exposes that: when it differs from rev, the store reads again (the lock is then held,
+-- so the second read is consistent).
 SELECT r.run_id, r.workflow, r.version, r.fingerprint, r.queue, r.trigger, r.status, r.payload,
        r.context, r.error, r.idempotency_key, r.payload_hash, r.rev, r.created_at, r.updated_at,
        (SELECT coalesce(json_agg(json_build_array(
@@ -37,7 +43,8 @@ SELECT r.run_id, r.workflow, r.version, r.fingerprint, r.queue, r.trigger, r.sta
                    a.claim_hash, a.owner, a.lease_until, a.claims, a.started_at, a.finished_at,
                    a.output::json, a.error::json)), '[]')::text
           FROM squid_mesh_attempts a
-         WHERE a.run_id = r.run_id) AS attempts
+         WHERE a.run_id = r.run_id) AS attempts,
+       (SELECT max(f.seq) FROM squid_mesh_facts f WHERE f.run_id = r.run_id) AS snapshot_rev
   FROM squid_mesh_runs r
  WHERE r.run_id = %(run_id)s
    FOR UPDATE OF r;
