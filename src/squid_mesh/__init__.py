@@ -34,14 +34,16 @@ from squid_mesh.errors import (
     PayloadError,
     RunFinishedError,
     RunNotFoundError,
+    RunNotPausedError,
     SquidMeshError,
     StoreError,
     UnknownWorkflowError,
+    WrongGateError,
 )
 from squid_mesh.journal.fold import AttemptStatus, RunStatus
 from squid_mesh.mesh import Mesh, connect
 from squid_mesh.read.listing import RunPage, RunSummary
-from squid_mesh.read.snapshot import AttemptView, HistoryEntry, RunSnapshot, StepView
+from squid_mesh.read.snapshot import AttemptView, GateView, HistoryEntry, RunSnapshot, StepView
 
 __version__ = "0.1.0.dev0"
 
@@ -56,6 +58,7 @@ __all__ = [
     "Execution",
     "Fail",
     "Field",
+    "GateView",
     "HistoryEntry",
     "IdempotencyConflictError",
     "InputMappingError",
@@ -69,6 +72,7 @@ __all__ = [
     "RetryPolicy",
     "RunFinishedError",
     "RunNotFoundError",
+    "RunNotPausedError",
     "RunPage",
     "RunSnapshot",
     "RunStatus",
@@ -81,6 +85,7 @@ __all__ = [
     "SystemEntropy",
     "UnknownWorkflowError",
     "Workflow",
+    "WrongGateError",
     "__version__",
     "connect",
 ]

@@ -120,6 +120,30 @@ class RunFinishedError(SquidMeshError):
         super().__init__(f"cannot {command} run {run_id}: it is already {status}")
 
 
+class RunNotPausedError(SquidMeshError):
+    """Resume, approve or reject reached a run that is not waiting at a gate."""
+
+    code = "not_paused"
+
+    def __init__(self, run_id: str, status: str, command: str) -> None:
+        self.run_id = run_id
+        self.status = status
+        super().__init__(f"cannot {command} run {run_id}: it is not paused (it is {status})")
+
+
+class WrongGateError(SquidMeshError):
+    """The run waits at a gate of the other kind (resume is for pauses, approve/reject for approvals)."""
+
+    code = "wrong_gate"
+
+    def __init__(self, run_id: str, gate: str, step: str, command: str) -> None:
+        self.run_id = run_id
+        use = "resume" if gate == "pause" else "approve or reject"
+        super().__init__(
+            f"cannot {command} run {run_id}: it waits at {gate} step {step!r}; use {use}"
+        )
+
+
 class LeaseLostError(SquidMeshError):
     """The worker's claim on an attempt was replaced (its lease expired and another worker took it)."""
 

@@ -149,6 +149,87 @@ class Mesh:
         )
         return snapshot(state)
 
+    def resume(
+        self,
+        run_id: str,
+        *,
+        actor: str | None = None,
+        comment: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        now: Now = None,
+    ) -> RunSnapshot:
+        """Continue a run paused at a ``wf.pause`` step, on the route chosen when it paused.
+
+        With ``idempotency_key``, a repeat returns the run as it is now and changes nothing, even
+        when the run has paused again at a later gate. Without one, resuming a run that is not
+        paused raises :class:`~squid_mesh.RunNotPausedError`. ``metadata`` is stored with the
+        receipt (values of secret-looking keys redacted).
+
+        Example:
+            >>> mesh.resume(run.id, actor="ops", comment="supplier confirmed")  # doctest: +SKIP
+        """
+        return self._resolve("resume", run_id, actor, comment, metadata, idempotency_key, now)
+
+    def approve(
+        self,
+        run_id: str,
+        *,
+        actor: str,
+        comment: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        now: Now = None,
+    ) -> RunSnapshot:
+        """Approve the run's open ``wf.approval`` step: it follows its ``on="ok"`` route.
+
+        The decision (``decision``, ``actor``, ``comment``, ``metadata``, ``decided_at``) goes into
+        the context under the step's output key. Idempotency as for :meth:`resume`.
+
+        Example:
+            >>> mesh.approve(run.id, actor="maria", comment="refund ok",
+            ...              metadata={"ticket": "OPS-12"})  # doctest: +SKIP
+        """
+        return self._resolve("approve", run_id, actor, comment, metadata, idempotency_key, now)
+
+    def reject(
+        self,
+        run_id: str,
+        *,
+        actor: str,
+        comment: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        now: Now = None,
+    ) -> RunSnapshot:
+        """Reject the run's open ``wf.approval`` step: it follows its ``on="error"`` route.
+
+        Example:
+            >>> mesh.reject(run.id, actor="maria", comment="duplicate request")  # doctest: +SKIP
+        """
+        return self._resolve("reject", run_id, actor, comment, metadata, idempotency_key, now)
+
+    def _resolve(
+        self,
+        command: str,
+        run_id: str,
+        actor: str | None,
+        comment: str | None,
+        metadata: dict[str, Any] | None,
+        idempotency_key: str | None,
+        now: Now,
+    ) -> RunSnapshot:
+        state = self._engine.resolve(
+            command,
+            run_id,
+            actor=actor,
+            comment=comment,
+            metadata=metadata,
+            idempotency_key=idempotency_key,
+            now=self._now(now),
+        )
+        return snapshot(state)
+
     def inspect_run(self, run_id: str, *, history: bool = False) -> RunSnapshot:
         """A typed snapshot of a run; with ``history=True`` its journal facts too.
 

@@ -265,6 +265,17 @@ ONE_OF_EACH: list[f.Fact] = [
     f.RunCancelled(),
     f.RunCompleted(),
     f.RunFailed({"code": "x", "message": "y"}, step="a"),
+    f.GateOpened("a:1:1", "a", "approval", "next", "complete", "approval"),
+    f.GateOpened("a:1:1", "a", "pause", "complete"),
+    f.GateResolved(
+        "a:1:1",
+        "approved",
+        "next",
+        actor="ops",
+        comment="ok",
+        metadata={"ticket": "T-1"},
+        output={"approval": {"decision": "approved"}},
+    ),
 ]
 
 

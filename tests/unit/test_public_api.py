@@ -28,6 +28,7 @@ PUBLIC = sorted(
         "Execution",
         "Fail",
         "Field",
+        "GateView",
         "HistoryEntry",
         "IdempotencyConflictError",
         "InputMappingError",
@@ -41,6 +42,7 @@ PUBLIC = sorted(
         "RetryPolicy",
         "RunFinishedError",
         "RunNotFoundError",
+        "RunNotPausedError",
         "RunPage",
         "RunSnapshot",
         "RunStatus",
@@ -53,6 +55,7 @@ PUBLIC = sorted(
         "SystemEntropy",
         "UnknownWorkflowError",
         "Workflow",
+        "WrongGateError",
         "__version__",
         "connect",
     ]

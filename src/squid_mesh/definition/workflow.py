@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from typing import Any, Literal, TypeVar
 
 from squid_mesh.definition.conditions import Condition
@@ -25,6 +27,10 @@ DEFAULT_MAX_VISITS = 100
 
 Outcome = Literal["ok", "error"]
 Mode = Literal["transitions", "dag"]
+StepKind = Literal["task", "wait", "log", "pause", "approval"]
+LOG_LEVELS = ("debug", "info", "warning", "error")
+# Built-ins that stop the run until an operator acts; they exist in transitions mode only.
+GATES = ("pause", "approval")
 StepFn = Callable[..., Any]
 F = TypeVar("F", bound=StepFn)
 
@@ -50,11 +56,20 @@ class Step:
     max_visits: int
     is_async: bool
     after: tuple[str, ...] | None = None
+    kind: StepKind = "task"
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def wait_seconds(self) -> float:
+        """How long a ``wait`` step holds its successors back (0 for every other kind)."""
+        return float(self.options.get("seconds", 0.0)) if self.kind == "wait" else 0.0
 
     def describe(self) -> dict[str, object]:
         """A JSON-safe description, used by the fingerprint."""
         return {
             "name": self.name,
+            "kind": self.kind,
+            "options": dict(self.options),
             "retry": self.retry.describe(),
             "input": None if self.input is None else self.input.describe(),
             "output": self.output,
@@ -238,6 +253,108 @@ class Workflow:
 
         return register
 
+    def wait(
+        self,
+        name: str,
+        duration: float | timedelta,
+        *,
+        after: Sequence[str] | None = None,
+        output: str | None = None,
+    ) -> None:
+        """A durable sleep: the steps after it become visible ``duration`` after it completes.
+
+        Sub-second durations are kept exactly; the delay is in the stored visible time, so it
+        survives restarts and no process sleeps through it.
+
+        Example:
+            >>> import squid_mesh as sm
+            >>> wf = sm.Workflow("w")
+            >>> wf.wait("cool_off", 2.5)
+            >>> wf.transition("cool_off", to=sm.COMPLETE)
+        """
+        if isinstance(duration, timedelta):
+            duration = duration.total_seconds()
+        if (
+            isinstance(duration, bool)
+            or not isinstance(duration, int | float)
+            or not math.isfinite(duration)
+            or duration <= 0
+        ):
+            raise DefinitionError(
+                f"workflow {self.name!r} step {name!r}: wait duration must be a positive number "
+                "of seconds or a timedelta"
+            )
+        self._builtin(name, "wait", {"seconds": float(duration)}, after=after, output=output)
+
+    def log(
+        self,
+        name: str,
+        message: str,
+        *,
+        level: str = "info",
+        after: Sequence[str] | None = None,
+    ) -> None:
+        """A step that writes ``message`` to the ``squid_mesh.steps`` logger with the run's ids.
+
+        Example:
+            >>> import squid_mesh as sm
+            >>> wf = sm.Workflow("w")
+            >>> wf.log("announce", "invoice recovered", level="warning")
+            >>> wf.transition("announce", to=sm.COMPLETE)
+        """
+        where = f"workflow {self.name!r} step {name!r}"
+        if not isinstance(message, str) or not message:
+            raise DefinitionError(f"{where}: a log message must be a non-empty string")
+        if level not in LOG_LEVELS:
+            raise DefinitionError(f"{where}: log level must be one of {list(LOG_LEVELS)}")
+        self._builtin(name, "log", {"message": message, "level": level}, after=after)
+
+    def pause(self, name: str) -> None:
+        """A gate: the run pauses here until ``mesh.resume(run_id, actor=...)``.
+
+        The step's ``on="ok"`` transition is chosen when the run pauses, from the context as it
+        is then; resuming continues there.
+
+        Example:
+            >>> import squid_mesh as sm
+            >>> wf = sm.Workflow("w")
+            >>> wf.pause("hold")
+            >>> wf.transition("hold", to=sm.COMPLETE)
+        """
+        self._builtin(name, "pause", {})
+
+    def approval(self, name: str, *, output: str | None = None) -> None:
+        """A gate that waits for ``mesh.approve(...)`` or ``mesh.reject(...)``.
+
+        Approval follows the step's ``on="ok"`` transition, rejection its ``on="error"`` one; both
+        must be declared (without conditions). The decision (``decision``, ``actor``, ``comment``,
+        ``metadata``, ``decided_at``) is written into the context under ``output`` (the step's
+        name by default).
+
+        Example:
+            >>> import squid_mesh as sm
+            >>> wf = sm.Workflow("w")
+            >>> wf.approval("manager_ok", output="approval")
+            >>> wf.transition("manager_ok", to=sm.COMPLETE)
+            >>> wf.transition("manager_ok", to=sm.COMPLETE, on="error")
+        """
+        self._builtin(name, "approval", {}, output=output if output is not None else name)
+
+    def _builtin(
+        self,
+        name: str,
+        kind: StepKind,
+        options: dict[str, Any],
+        *,
+        after: Sequence[str] | None = None,
+        output: str | None = None,
+    ) -> None:
+        def builtin(input: dict[str, Any], ctx: Any) -> dict[str, Any]:
+            return {}  # the engine runs built-ins itself (see squid_mesh.engine.builtins)
+
+        self.step(name, after=after, output=output)(builtin)
+        self._steps[name] = replace(self._steps[name], kind=kind, options=options)
+
     def transition(
         self,
         source: str,
@@ -297,6 +414,7 @@ def _build(wf: Workflow) -> Definition:
         if t.when is not None and any(other.when == t.when for other in same):
             raise DefinitionError(f"{edge}: the same condition is declared twice")
         same.append(t)
+    _check_gates(wf, routes)
     for name in wf._steps:
         if (name, "ok") not in routes:
             raise DefinitionError(
@@ -316,6 +434,26 @@ def _build(wf: Workflow) -> Definition:
         roots=(entry,),
     )
     return _with_fingerprint(definition)
+
+
+def _check_gates(wf: Workflow, routes: Mapping[tuple[str, Outcome], list[Transition]]) -> None:
+    for name, step in wf._steps.items():
+        if step.kind not in GATES:
+            continue
+        where = f"workflow {wf.name!r} {step.kind} step {name!r}"
+        for on in ("ok", "error"):
+            if any(t.when is not None for t in routes.get((name, on), ())):
+                raise DefinitionError(
+                    f"{where}: its transitions cannot have conditions (the route is decided "
+                    "by the operator)"
+                )
+        if step.kind == "approval" and (name, "error") not in routes:
+            raise DefinitionError(
+                f"{where}: needs an on='error' transition for a rejection, e.g. "
+                f"wf.transition({name!r}, to=sm.COMPLETE, on='error')"
+            )
+        if step.kind == "pause" and (name, "error") in routes:
+            raise DefinitionError(f"{where}: a pause has no error route; remove on='error'")
 
 
 def _dependencies(after: object, where: str) -> tuple[str, ...] | None:
@@ -347,6 +485,12 @@ def _build_dag(wf: Workflow) -> Definition:
             f"{where}: entry=True on {wf._entry!r} has no meaning in a DAG; "
             "steps without after= are the roots"
         )
+    for name, step in wf._steps.items():
+        if step.kind in GATES:
+            raise DefinitionError(
+                f"{where}: {step.kind} step {name!r} cannot be part of a DAG (a gate needs a "
+                "single path to hold); use transitions"
+            )
     dependents: dict[str, list[str]] = {name: [] for name in wf._steps}
     for name, step in wf._steps.items():
         for dep in step.after or ():

@@ -8,10 +8,18 @@ from typing import TypeVar
 
 from squid_mesh.definition.workflow import Definition
 from squid_mesh.engine import planner
+from squid_mesh.engine.builtins import run_builtin
 from squid_mesh.engine.context import StepContext
 from squid_mesh.engine.entropy import Clock, Entropy, token_hash
 from squid_mesh.engine.invoke import run_step
-from squid_mesh.engine.options import check_queue, check_run_id, check_text, payload_hash
+from squid_mesh.engine.options import (
+    check_metadata,
+    check_queue,
+    check_run_id,
+    check_text,
+    payload_hash,
+    to_iso,
+)
 from squid_mesh.engine.results import Claim, Execution, Outcome, Problem, compare, outcome_of
 from squid_mesh.errors import (
     DefinitionError,
@@ -20,8 +28,10 @@ from squid_mesh.errors import (
     LeaseLostError,
     RunFinishedError,
     RunNotFoundError,
+    RunNotPausedError,
     StoreError,
     UnknownWorkflowError,
+    WrongGateError,
 )
 from squid_mesh.journal import facts as f
 from squid_mesh.journal.fold import (
@@ -215,6 +225,8 @@ class Engine:
 
         def write(tx: Tx) -> RunState:
             state = self._load(tx, rid, lock=True)
+            if self._repeated(state, "cancel", idempotency_key):
+                return state
             if state.status is RunStatus.CANCELLED:
                 return state
             if state.status.terminal:
@@ -230,6 +242,72 @@ class Engine:
             if held.state.run_id == rid:
                 self._held.pop(slot, None)
         return cancelled
+
+    # -- gates: resume, approve, reject --------------------------------------------------------
+
+    def resolve(
+        self,
+        command: str,
+        run_id: object,
+        *,
+        actor: object,
+        comment: object,
+        metadata: object,
+        idempotency_key: object,
+        now: float,
+    ) -> RunState:
+        """Resume a paused run, or approve / reject one waiting at an approval step."""
+        rid = check_run_id(run_id)
+        if actor is not None or command != "resume":
+            check_text("actor", actor)
+        if comment is not None:
+            check_text("comment", comment, limit=2000)
+        if idempotency_key is not None:
+            check_text("idempotency_key", idempotency_key)
+        details = check_metadata(metadata)
+        decided_at = to_iso(now)
+
+        def write(tx: Tx) -> RunState:
+            state = self._load(tx, rid, lock=True)
+            if self._repeated(state, command, idempotency_key):  # type: ignore[arg-type]
+                return state
+            if state.status is not RunStatus.PAUSED or state.gate is None:
+                if state.status.terminal:
+                    raise RunFinishedError(rid, state.status.value, command)
+                raise RunNotPausedError(rid, state.status.value, command)
+            wanted = "pause" if command == "resume" else "approval"
+            if state.gate["gate"] != wanted:
+                raise WrongGateError(rid, state.gate["gate"], state.gate["step"], command)
+            d = self.definitions.get(f"{state.workflow}@{state.version}")
+            if d is None:
+                raise UnknownWorkflowError(f"{state.workflow}@{state.version}", self._wf_keys)
+            facts = planner.decide_resolve(
+                d,
+                state,
+                command,
+                actor=actor,  # type: ignore[arg-type]
+                comment=comment,  # type: ignore[arg-type]
+                metadata=details,
+                idempotency_key=idempotency_key,  # type: ignore[arg-type]
+                decided_at=decided_at,
+                now=now,
+            )
+            return self._write(tx, state, facts, now)
+
+        return self.transact(write)
+
+    @staticmethod
+    def _repeated(state: RunState, command: str, key: str | None) -> bool:
+        """Whether this keyed command was already applied to the run (then nothing is written)."""
+        if key is None or key not in state.command_keys:
+            return False
+        if state.command_keys[key] != command:
+            raise IdempotencyConflictError(
+                "idempotency_key",
+                state.run_id,
+                f"it was used for {state.command_keys[key]!r}, not {command!r}",
+            )
+        return True
 
     # -- execute_next -----------------------------------------------------------------------
 
@@ -277,7 +355,11 @@ class Engine:
                     state.run_id, attempt.key, claim.claim_hash, lease
                 ),
             )
-            result = run_step(step, attempt.input, ctx)
+            result = (
+                run_step(step, attempt.input, ctx)
+                if step.kind == "task"
+                else run_builtin(step, ctx)
+            )
         execution, held = self._finish(
             claim, result, runnable=step is not None, now=now, prefetch=prefetch, queue=queue
         )

@@ -6,9 +6,13 @@ import hashlib
 import json
 import re
 import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
-from squid_mesh.errors import InvalidOptionError
+from squid_mesh.errors import InvalidOptionError, redact
+
+_MAX_METADATA = 16_000
 
 QUEUE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -57,3 +61,25 @@ def _encodable(value: str) -> bool:
     except UnicodeEncodeError:  # lone surrogates
         return False
     return True
+
+
+def check_metadata(metadata: object) -> dict[str, Any]:
+    """A command's metadata: a JSON object of at most 16,000 characters, secrets redacted."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping) or not all(isinstance(k, str) for k in metadata):
+        raise InvalidOptionError("metadata", "expected a dict with string keys")
+    try:
+        text = json.dumps(dict(metadata), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidOptionError("metadata", f"must be JSON-serialisable: {exc}") from None
+    if len(text) > _MAX_METADATA:
+        raise InvalidOptionError("metadata", f"at most {_MAX_METADATA} characters as JSON")
+    if "\\u0000" in text or not _encodable(text):
+        raise InvalidOptionError("metadata", "must be valid UTF-8 text without NUL characters")
+    return dict(redact(json.loads(text)))
+
+
+def to_iso(epoch: float) -> str:
+    """An ISO 8601 UTC timestamp for a decision recorded in the context."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from squid_mesh.definition.mapping import wrap_output
-from squid_mesh.definition.workflow import COMPLETE, Definition, Outcome
+from squid_mesh.definition.workflow import COMPLETE, GATES, Definition, Outcome
 from squid_mesh.errors import InputMappingError
 from squid_mesh.journal import facts as f
 from squid_mesh.journal.fold import AttemptState, AttemptStatus, RunState
@@ -102,7 +102,7 @@ def route(d: Definition, step: str, on: Outcome, view: Mapping[str, Any]) -> str
 
 
 def _visit(
-    d: Definition, state: RunState, target: str, view: Mapping[str, Any], now: float
+    d: Definition, state: RunState, target: str, view: Mapping[str, Any], visible_at: float
 ) -> f.Fact:
     step = d.steps[target]
     visit = state.visits(target) + 1
@@ -121,7 +121,7 @@ def _visit(
         return f.RunFailed(
             engine_error(exc.code, exc.message, target=exc.target, path=exc.path), step=target
         )
-    return f.StepsPlanned((f.PlannedAttempt(target, visit, 1, step_input, now),))
+    return f.StepsPlanned((f.PlannedAttempt(target, visit, 1, step_input, visible_at),))
 
 
 def _follow(
@@ -145,7 +145,9 @@ def _follow(
     applied = f.ResultApplied(attempt.key, output, target)
     if target == COMPLETE:
         return [applied, f.RunCompleted()]
-    return [applied, _visit(d, state, target, view, now)]
+    # After a wait step, its successor becomes visible once the wait is over.
+    delay = d.steps[attempt.step].wait_seconds if on == "ok" else 0.0
+    return [applied, _visit(d, state, target, view, now + delay)]
 
 
 def attempt_error(attempt: AttemptState) -> dict[str, Any]:
@@ -160,9 +162,68 @@ def decide_success(
     wrapped = wrap_output(output, d.steps[attempt.step].output)
     view = {**state.view, **wrapped}
     completed = f.AttemptCompleted(attempt.key, output)
+    step = d.steps[attempt.step]
+    if step.kind in GATES:
+        return [completed, _open_gate(d, attempt, step.kind, view)]
     if d.mode == "dag":
         return [completed, *_ready(d, state, attempt, wrapped, view, now)]
     return [completed, *_follow(d, state, attempt, "ok", wrapped, view, now)]
+
+
+def _open_gate(d: Definition, attempt: AttemptState, kind: str, view: Mapping[str, Any]) -> f.Fact:
+    # The routes are chosen now, from the context as it is when the run pauses, so that what an
+    # operator approves is what runs (gates' transitions have no conditions; see _check_gates).
+    ok_to = route(d, attempt.step, "ok", view)
+    error_to = route(d, attempt.step, "error", view) if kind == "approval" else None
+    output = d.steps[attempt.step].output if kind == "approval" else None
+    return f.GateOpened(attempt.key, attempt.step, kind, ok_to or COMPLETE, error_to, output)
+
+
+def decide_resolve(
+    d: Definition,
+    state: RunState,
+    command: str,
+    *,
+    actor: str | None,
+    comment: str | None,
+    metadata: dict[str, Any],
+    idempotency_key: str | None,
+    decided_at: str,
+    now: float,
+) -> list[f.Fact]:
+    """Resume, approve or reject the run's open gate (the caller checked that it is the right one).
+
+    An approval's decision is written into the context under the step's output key, and the run
+    follows the route chosen when it paused: ``ok`` for resume and approve, ``error`` for reject.
+    """
+    gate = state.gate or {}
+    target = gate["error_to"] if command == "reject" else gate["ok_to"]
+    output: dict[str, Any] = {}
+    if gate["gate"] == "approval":
+        decision = {
+            "decision": "rejected" if command == "reject" else "approved",
+            "actor": actor,
+            "comment": comment,
+            "metadata": metadata,
+            "decided_at": decided_at,
+        }
+        output = {gate["output"]: decision}
+    receipt = f.CommandReceived(
+        command, idempotency_key=idempotency_key, actor=actor, metadata=metadata
+    )
+    resolved = f.GateResolved(
+        gate["key"],
+        {"resume": "resumed", "approve": "approved", "reject": "rejected"}[command],
+        target,
+        actor,
+        comment,
+        metadata,
+        output,
+    )
+    if target == COMPLETE:
+        return [receipt, resolved, f.RunCompleted()]
+    view = {**state.view, **output}
+    return [receipt, resolved, _visit(d, state, target, view, now)]
 
 
 def _ready(
@@ -179,8 +240,13 @@ def _ready(
     visit): two dependencies completing at the same time are two writes to one run, serialised
     by its revision, so exactly one of them sees the other complete and plans the join.
     """
-    done = {a.step for a in state.attempts.values() if a.status is AttemptStatus.COMPLETED}
-    done.add(attempt.step)
+    finished = {
+        a.step: a.finished_at or now
+        for a in state.attempts.values()
+        if a.status is AttemptStatus.COMPLETED
+    }
+    finished[attempt.step] = now
+    done = set(finished)
     applied = f.ResultApplied(attempt.key, output, None)
     planned = []
     for name in d.dependents.get(attempt.step, ()):
@@ -192,7 +258,11 @@ def _ready(
         except InputMappingError as exc:
             error = engine_error(exc.code, exc.message, target=exc.target, path=exc.path)
             return [applied, f.RunFailed(error, step=name)]
-        planned.append(f.PlannedAttempt(name, 1, 1, step_input, now))
+        # A join after wait steps becomes visible when the last of those waits is over.
+        visible_at = max(
+            [now, *(finished[dep] + d.steps[dep].wait_seconds for dep in step.after or ())]
+        )
+        planned.append(f.PlannedAttempt(name, 1, 1, step_input, visible_at))
     if planned:
         return [applied, f.StepsPlanned(tuple(planned))]
     if done >= set(d.steps):

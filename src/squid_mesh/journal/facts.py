@@ -150,6 +150,37 @@ class RunCompleted:
 
 
 @dataclass(frozen=True)
+class GateOpened:
+    """A pause or approval step completed: the run waits for an operator.
+
+    The routes were chosen at this moment (``ok_to``; ``error_to`` for an approval's rejection);
+    ``output`` is the context key an approval's decision goes under.
+    """
+
+    kind: ClassVar[str] = "gate_opened"
+    key: str
+    step: str
+    gate: str
+    ok_to: str
+    error_to: str | None = None
+    output: str | None = None
+
+
+@dataclass(frozen=True)
+class GateResolved:
+    """An operator resumed, approved or rejected the run's open gate; the run goes on ``to``."""
+
+    kind: ClassVar[str] = "gate_resolved"
+    key: str
+    decision: str
+    to: str
+    actor: str | None = None
+    comment: str | None = None
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+    output: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class RunFailed:
     """The run failed; ``error`` says why and ``step`` where."""
 
@@ -172,6 +203,8 @@ Fact = (
     | RunCancelled
     | RunCompleted
     | RunFailed
+    | GateOpened
+    | GateResolved
 )
 
 FACT_TYPES: dict[str, type[Fact]] = {
@@ -190,6 +223,8 @@ FACT_TYPES: dict[str, type[Fact]] = {
         RunCancelled,
         RunCompleted,
         RunFailed,
+        GateOpened,
+        GateResolved,
     )
 }
 

@@ -95,6 +95,10 @@ class RunState:
     status: RunStatus = RunStatus.RUNNING
     context: dict[str, Any] = field(default_factory=dict)
     error: dict[str, Any] | None = None
+    # The gate a paused run waits at (see GateOpened), or None.
+    gate: dict[str, Any] | None = None
+    # Idempotency keys of the manual commands received: key -> command.
+    command_keys: dict[str, str] = field(default_factory=dict)
     attempts: Mapping[str, AttemptState] = field(default_factory=dict)
 
     @property
@@ -257,6 +261,7 @@ def _cancelled(state: RunState, entry: f.Entry) -> RunState:
     return replace(
         state,
         status=RunStatus.CANCELLED,
+        gate=None,
         attempts=_end_live(state, AttemptStatus.CANCELLED),
     )
 
@@ -276,8 +281,35 @@ def _run_failed(state: RunState, entry: f.Entry) -> RunState:
     )
 
 
+MANUAL_COMMANDS = ("cancel", "resume", "approve", "reject")
+
+
 def _receipt(state: RunState, entry: f.Entry) -> RunState:
-    return state
+    fact = entry.fact
+    assert isinstance(fact, f.CommandReceived)
+    if fact.idempotency_key is None or fact.command not in MANUAL_COMMANDS:
+        return state
+    return replace(state, command_keys={**state.command_keys, fact.idempotency_key: fact.command})
+
+
+def _gate_opened(state: RunState, entry: f.Entry) -> RunState:
+    fact = entry.fact
+    assert isinstance(fact, f.GateOpened)
+    _attempt(state, fact.key)
+    gate = {**f.to_data(fact), "since": entry.at}
+    return replace(state, status=RunStatus.PAUSED, gate=gate)
+
+
+def _gate_resolved(state: RunState, entry: f.Entry) -> RunState:
+    fact = entry.fact
+    assert isinstance(fact, f.GateResolved)
+    _attempt(state, fact.key)
+    return replace(
+        state,
+        status=RunStatus.RUNNING,
+        gate=None,
+        context={**state.context, **fact.output},
+    )
 
 
 _APPLIERS: dict[type[Any], Applier] = {
@@ -293,6 +325,8 @@ _APPLIERS: dict[type[Any], Applier] = {
     f.RunCancelled: _cancelled,
     f.RunCompleted: _run_completed,
     f.RunFailed: _run_failed,
+    f.GateOpened: _gate_opened,
+    f.GateResolved: _gate_resolved,
 }
 
 

@@ -48,6 +48,21 @@ class HistoryEntry:
 
 
 @dataclass(frozen=True)
+class GateView:
+    """The gate a paused run waits at: which step, which kind, since when, and where it goes next.
+
+    ``kind`` is ``"pause"`` (continue with ``resume``) or ``"approval"`` (``approve`` follows
+    ``on_approve``, ``reject`` follows ``on_reject``).
+    """
+
+    step: str
+    kind: str
+    since: datetime
+    on_approve: str
+    on_reject: str | None
+
+
+@dataclass(frozen=True)
 class RunSnapshot:
     """Where a run is: what ``start`` and ``inspect_run`` return.
 
@@ -74,6 +89,7 @@ class RunSnapshot:
     revision: int
     steps: tuple[StepView, ...]
     history: tuple[HistoryEntry, ...] | None = None
+    gate: GateView | None = None
 
     @property
     def terminal(self) -> bool:
@@ -149,6 +165,19 @@ def snapshot(state: RunState, entries: list[Entry] | None = None) -> RunSnapshot
         revision=state.rev,
         steps=_steps(state),
         history=history,
+        gate=_gate(state.gate),
+    )
+
+
+def _gate(gate: dict[str, Any] | None) -> GateView | None:
+    if gate is None:
+        return None
+    return GateView(
+        step=gate["step"],
+        kind=gate["gate"],
+        since=to_datetime(gate["since"]),  # type: ignore[arg-type]
+        on_approve=gate["ok_to"],
+        on_reject=gate["error_to"],
     )
 
 

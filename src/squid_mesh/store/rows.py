@@ -25,7 +25,7 @@ def _load(value: Any) -> Any:
 
 RUN_COLUMNS = (
     "run_id, workflow, version, fingerprint, queue, trigger, status, payload, context, error, "
-    "idempotency_key, payload_hash, rev, created_at, updated_at"
+    "idempotency_key, payload_hash, rev, created_at, updated_at, gate, command_keys"
 )
 
 
@@ -47,6 +47,8 @@ def run_params(state: RunState) -> dict[str, Any]:
         "rev": state.rev,
         "created_at": state.created_at,
         "updated_at": state.updated_at,
+        "gate": dump(state.gate),
+        "command_keys": dump(state.command_keys),
     }
 
 
@@ -59,6 +61,8 @@ def run_update_params(state: RunState, expected_rev: int) -> dict[str, Any]:
         "error": dump(state.error),
         "rev": state.rev,
         "updated_at": state.updated_at,
+        "gate": dump(state.gate),
+        "command_keys": dump(state.command_keys),
         "expected_rev": expected_rev,
     }
 
@@ -106,6 +110,8 @@ def state_from_rows(run: Sequence[Any], attempts: Sequence[Sequence[Any]]) -> Ru
         rev,
         created_at,
         updated_at,
+        gate,
+        command_keys,
     ) = run
     loaded = {}
     for row in attempts:
@@ -144,6 +150,8 @@ def state_from_rows(run: Sequence[Any], attempts: Sequence[Sequence[Any]]) -> Ru
         status=RunStatus(status),
         context=_load(context),
         error=_load(error),
+        gate=_load(gate),
+        command_keys=_load(command_keys),
         attempts=dict(sorted(loaded.items())),
     )
 

@@ -19,6 +19,7 @@
 -- load_attempts column order (float8 prints its shortest exact form, so times survive JSON).
 SELECT r.run_id, r.workflow, r.version, r.fingerprint, r.queue, r.trigger, r.status, r.payload,
        r.context, r.error, r.idempotency_key, r.payload_hash, r.rev, r.created_at, r.updated_at,
+       r.gate, r.command_keys,
        (SELECT coalesce(json_agg(json_build_array(
                    a.key, a.step, a.visit, a.number, a.queue, a.status, a.input::json, a.visible_at,
                    a.claim_hash, a.owner, a.lease_until, a.claims, a.started_at, a.finished_at,
@@ -38,6 +39,7 @@ SELECT r.run_id, r.workflow, r.version, r.fingerprint, r.queue, r.trigger, r.sta
 -- so the second read is consistent).
 SELECT r.run_id, r.workflow, r.version, r.fingerprint, r.queue, r.trigger, r.status, r.payload,
        r.context, r.error, r.idempotency_key, r.payload_hash, r.rev, r.created_at, r.updated_at,
+       r.gate, r.command_keys,
        (SELECT coalesce(json_agg(json_build_array(
                    a.key, a.step, a.visit, a.number, a.queue, a.status, a.input::json, a.visible_at,
                    a.claim_hash, a.owner, a.lease_until, a.claims, a.started_at, a.finished_at,
@@ -61,10 +63,11 @@ SELECT run_id FROM squid_mesh_runs
 WITH run AS (
     INSERT INTO squid_mesh_runs (run_id, workflow, version, fingerprint, queue, trigger, status,
                                  payload, context, error, idempotency_key, payload_hash, rev,
-                                 created_at, updated_at)
+                                 created_at, updated_at, gate, command_keys)
     VALUES (%(run_id)s, %(workflow)s, %(version)s, %(fingerprint)s, %(queue)s, %(trigger)s,
             %(status)s, %(payload)s, %(context)s, %(error)s, %(idempotency_key)s,
-            %(payload_hash)s, %(rev)s, %(created_at)s, %(updated_at)s)
+            %(payload_hash)s, %(rev)s, %(created_at)s, %(updated_at)s, %(gate)s,
+            %(command_keys)s)
     ON CONFLICT DO NOTHING
     RETURNING run_id
 ), facts AS (
@@ -98,7 +101,7 @@ SELECT run_id FROM run;
 WITH run AS (
     UPDATE squid_mesh_runs
        SET status = %(status)s, context = %(context)s, error = %(error)s, rev = %(rev)s,
-           updated_at = %(updated_at)s
+           updated_at = %(updated_at)s, gate = %(gate)s, command_keys = %(command_keys)s
      WHERE run_id = %(run_id)s AND rev = %(expected_rev)s
     RETURNING run_id
 ), facts AS (
@@ -165,7 +168,7 @@ WITH candidate AS (
 )
 SELECT c.key, r.run_id, r.workflow, r.version, r.fingerprint, r.queue, r.trigger, r.status,
        r.payload, r.context, r.error, r.idempotency_key, r.payload_hash, r.rev, r.created_at,
-       r.updated_at,
+       r.updated_at, r.gate, r.command_keys,
        (SELECT coalesce(json_agg(json_build_array(
                    a.key, a.step, a.visit, a.number, a.queue, a.status, a.input::json, a.visible_at,
                    a.claim_hash, a.owner, a.lease_until, a.claims, a.started_at, a.finished_at,

@@ -7,14 +7,14 @@
 
 -- name: load_run
 SELECT run_id, workflow, version, fingerprint, queue, trigger, status, payload, context, error,
-       idempotency_key, payload_hash, rev, created_at, updated_at
+       idempotency_key, payload_hash, rev, created_at, updated_at, gate, command_keys
   FROM squid_mesh_runs
  WHERE run_id = :run_id;
 
 -- name: load_run_for_update
 -- The IMMEDIATE transaction already holds the write lock: no row lock exists or is needed.
 SELECT run_id, workflow, version, fingerprint, queue, trigger, status, payload, context, error,
-       idempotency_key, payload_hash, rev, created_at, updated_at
+       idempotency_key, payload_hash, rev, created_at, updated_at, gate, command_keys
   FROM squid_mesh_runs
  WHERE run_id = :run_id;
 
@@ -31,9 +31,10 @@ SELECT run_id FROM squid_mesh_runs WHERE workflow = :workflow AND idempotency_ke
 -- DO NOTHING on any unique conflict (run id or idempotency key): the engine then reads the winner.
 INSERT INTO squid_mesh_runs (run_id, workflow, version, fingerprint, queue, trigger, status, payload,
                              context, error, idempotency_key, payload_hash, rev, created_at,
-                             updated_at)
+                             updated_at, gate, command_keys)
 VALUES (:run_id, :workflow, :version, :fingerprint, :queue, :trigger, :status, :payload, :context,
-        :error, :idempotency_key, :payload_hash, :rev, :created_at, :updated_at)
+        :error, :idempotency_key, :payload_hash, :rev, :created_at, :updated_at, :gate,
+        :command_keys)
 ON CONFLICT DO NOTHING
 RETURNING run_id;
 
@@ -41,7 +42,8 @@ RETURNING run_id;
 -- Guarded by the revision the command read. The journal's primary key is the guard that fails a
 -- lost race: the loser's first fact repeats an existing (run_id, seq).
 UPDATE squid_mesh_runs
-   SET status = :status, context = :context, error = :error, rev = :rev, updated_at = :updated_at
+   SET status = :status, context = :context, error = :error, rev = :rev, updated_at = :updated_at,
+       gate = :gate, command_keys = :command_keys
  WHERE run_id = :run_id AND rev = :expected_rev;
 
 -- name: upsert_attempt
