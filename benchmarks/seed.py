@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 
 import squid_mesh as sm
 from benchmarks.workload import three_steps
@@ -29,10 +30,19 @@ def template_run(url: str) -> str:
 
 
 def seed(url: str, template: str, start: int, count: int) -> None:
-    """Copy the template run `count` times, as runs number start .. start + count - 1."""
-    copy = _sqlite_copy if url.startswith("sqlite:///") else _postgres_copy
-    for lo in range(start, start + count, CHUNK):
-        copy(url, template, lo, min(lo + CHUNK, start + count))
+    """Copy the template run `count` times, as runs number start .. start + count - 1.
+
+    PostgreSQL takes the chunks on two connections at once (the machine has two cores); SQLite has
+    one writer at a time, so it takes them in turn.
+    """
+    chunks = [(lo, min(lo + CHUNK, start + count)) for lo in range(start, start + count, CHUNK)]
+    if url.startswith("sqlite:///"):
+        for lo, hi in chunks:
+            _sqlite_copy(url, template, lo, hi)
+        return
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for done in [pool.submit(_postgres_copy, url, template, lo, hi) for lo, hi in chunks]:
+            done.result()
 
 
 def _sqlite_copy(url: str, template: str, lo: int, hi: int) -> None:
