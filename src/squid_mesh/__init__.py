@@ -26,6 +26,7 @@ from squid_mesh.engine.context import StepContext
 from squid_mesh.engine.entropy import SeededEntropy, SystemEntropy
 from squid_mesh.engine.results import Execution, Problem
 from squid_mesh.errors import (
+    Cancelled,
     DefinitionError,
     IdempotencyConflictError,
     InputMappingError,
@@ -52,6 +53,7 @@ __all__ = [
     "AttemptStatus",
     "AttemptView",
     "Backoff",
+    "Cancelled",
     "Condition",
     "Cron",
     "DefinitionError",

@@ -144,6 +144,20 @@ class WrongGateError(SquidMeshError):
         )
 
 
+class Cancelled(SquidMeshError):
+    """Raised by ``ctx.heartbeat()`` in a step whose run was cancelled (or ended) meanwhile.
+
+    Let it propagate (or return early): whatever the step does now is recorded as discarded.
+    """
+
+    code = "cancelled"
+
+    def __init__(self, run_id: str, status: str) -> None:
+        self.run_id = run_id
+        self.status = status
+        super().__init__(f"run {run_id} is {status}: stop this step, its result will be discarded")
+
+
 class LeaseLostError(SquidMeshError):
     """The worker's claim on an attempt was replaced (its lease expired and another worker took it)."""
 

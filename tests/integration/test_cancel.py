@@ -104,7 +104,6 @@ def test_result_of_a_step_that_finishes_after_cancel_is_discarded(
     def work(input: dict[str, Any], ctx: sm.StepContext) -> dict[str, Any]:
         observed["before"] = ctx.cancelled
         other[0].cancel(ctx.run_id, reason="operator")
-        ctx.heartbeat()
         observed["after"] = ctx.cancelled
         return {"charged": 120}
 
@@ -133,18 +132,22 @@ def test_result_of_a_step_that_finishes_after_cancel_is_discarded(
     assert mesh.verify() == []
 
 
-def test_heartbeat_after_cancel_sets_cancelled(make_mesh: MeshFactory) -> None:
+def test_a_step_sees_the_cancel_and_its_heartbeat_raises_cancelled(
+    make_mesh: MeshFactory,
+) -> None:
     flags: list[bool] = []
     other: list[sm.Mesh] = []
+    raised: list[sm.Cancelled] = []
 
     def work(input: dict[str, Any], ctx: sm.StepContext) -> dict[str, Any]:
         ctx.heartbeat()
         flags.append(ctx.cancelled)
         other[0].cancel(ctx.run_id)
-        flags.append(ctx.cancelled)  # not seen until the next heartbeat
-        ctx.heartbeat()
-        flags.append(ctx.cancelled)
-        if ctx.cancelled:
+        flags.append(ctx.cancelled)  # read from the store: true at once
+        try:
+            ctx.heartbeat()
+        except sm.Cancelled as exc:
+            raised.append(exc)
             return {"stopped_early": True}
         return {"finished": True}
 
@@ -153,8 +156,32 @@ def test_heartbeat_after_cancel_sets_cancelled(make_mesh: MeshFactory) -> None:
     other.append(make_mesh([wf]))
     run = mesh.start("cancellable", {})
     done = mesh.execute_next(owner_id="w1")
-    assert flags == [False, False, True]
+    assert flags == [False, True]
+    assert len(raised) == 1 and raised[0].code == "cancelled" and raised[0].status == "cancelled"
     assert done is not None and done.outcome == "discarded"
     snap = mesh.inspect_run(run.id)
     assert snap.steps[0].attempts[0].output == {"stopped_early": True}
     assert snap.context == {}
+
+
+def test_a_step_that_lets_cancelled_propagate_is_recorded_as_discarded(
+    make_mesh: MeshFactory,
+) -> None:
+    other: list[sm.Mesh] = []
+
+    def work(input: dict[str, Any], ctx: sm.StepContext) -> dict[str, Any]:
+        other[0].cancel(ctx.run_id, reason="operator")
+        ctx.heartbeat()
+        raise AssertionError("heartbeat raised sm.Cancelled")
+
+    wf = single_step(work)
+    mesh = make_mesh([wf])
+    other.append(make_mesh([wf]))
+    run = mesh.start("cancellable", {})
+    done = mesh.execute_next(owner_id="w1")
+    assert done is not None and done.outcome == "discarded"
+    assert done.error is not None and done.error["type"] == "squid_mesh.errors.Cancelled"
+    snap = mesh.inspect_run(run.id)
+    assert snap.status == "cancelled"
+    assert snap.steps[0].attempts[0].status == sm.AttemptStatus.DISCARDED
+    assert mesh.verify() == []

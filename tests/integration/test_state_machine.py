@@ -86,6 +86,7 @@ class Ran:
     at: float
     inner: sm.Execution | None = None
     heartbeat_lost: bool = False
+    heartbeat_cancelled: bool = False
     saw_cancelled: bool = False
 
 
@@ -204,8 +205,11 @@ class MeshMachine(RuleBasedStateMachine):
             assert not ctx.cancelled
         if kind == "cancel":
             self.mesh.cancel(ctx.run_id, reason="cancelled while the step ran")
-            ctx.heartbeat()
             seen.saw_cancelled = ctx.cancelled
+            try:
+                ctx.heartbeat()
+            except sm.Cancelled:
+                seen.heartbeat_cancelled = True
         if kind == "steal":
             # This worker stalls past its lease; the other worker takes over what is due.
             self.clock.advance(LEASE + 1.0)
@@ -312,7 +316,8 @@ class MeshMachine(RuleBasedStateMachine):
         elif kind == "cancel":
             assert done.outcome == "discarded"
             assert snap.status == sm.RunStatus.CANCELLED
-            assert seen.saw_cancelled, "the step's heartbeat saw the cancel"
+            assert seen.saw_cancelled, "ctx.cancelled saw the cancel"
+            assert seen.heartbeat_cancelled, "the heartbeat raised sm.Cancelled"
             # The step's result came after the cancel: kept in the journal, not in the context.
             if seen.step == "recover":
                 assert "recovered" not in snap.context

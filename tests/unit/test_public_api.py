@@ -21,6 +21,7 @@ PUBLIC = sorted(
         "AttemptStatus",
         "AttemptView",
         "Backoff",
+        "Cancelled",
         "COMPLETE",
         "Condition",
         "Cron",

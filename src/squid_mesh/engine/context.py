@@ -5,6 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from squid_mesh.errors import Cancelled
+
+
+_ENDED = ("cancelled", "failed", "completed")
+
 
 class StepContext:
     """Passed to every step as its second argument.
@@ -20,11 +25,10 @@ class StepContext:
         state: the run's accumulated state (payload overlaid with applied results), read-only use.
 
     Example:
-        >>> def charge(input, ctx):
-        ...     ctx.heartbeat()                    # extend the lease during long work
-        ...     if ctx.cancelled:
-        ...         return {}
-        ...     return {"charge_id": f"ch_{ctx.idempotency_key}"}
+        >>> def export(input, ctx):
+        ...     for page in range(input["pages"]):
+        ...         ctx.heartbeat()                # extend the lease; raises sm.Cancelled
+        ...     return {"exported": input["pages"]}
     """
 
     def __init__(
@@ -37,7 +41,8 @@ class StepContext:
         attempt: int,
         visit: int,
         state: dict[str, Any],
-        heartbeat: Callable[[], bool],
+        heartbeat: Callable[[], str | None],
+        run_status: Callable[[], str],
     ) -> None:
         self.run_id = run_id
         self.workflow = workflow
@@ -48,21 +53,33 @@ class StepContext:
         self.idempotency_key = f"{run_id}:{step}:{visit}"
         self.state = state
         self._heartbeat = heartbeat
-        self._cancelled = False
+        self._run_status = run_status
+        self._ended: str | None = None
 
     @property
     def cancelled(self) -> bool:
-        """True once a heartbeat has seen that the run was cancelled (or failed) meanwhile."""
-        return self._cancelled
+        """Whether the run was cancelled (or otherwise ended) since this step started.
+
+        Each look reads the run's status from the store (one short read), so check it between units
+        of work, not in a tight loop. Once true it stays true.
+        """
+        if self._ended is None:
+            status = self._run_status()
+            if status in _ENDED:
+                self._ended = status
+        return self._ended is not None
 
     def heartbeat(self) -> None:
-        """Extend this attempt's lease; sets :attr:`cancelled` if the run ended meanwhile.
+        """Extend this attempt's lease (tell the store this step is still at work).
 
-        Raises :class:`~squid_mesh.errors.LeaseLostError` when another worker has taken the attempt
-        over (the lease had expired): stop work, the result would be refused.
+        Raises :class:`~squid_mesh.Cancelled` when the run was cancelled (or ended) meanwhile, and
+        :class:`~squid_mesh.LeaseLostError` when another worker has taken the attempt over (the
+        lease had expired). Either way, stop: the step's result would not be applied.
         """
-        if not self._heartbeat():
-            self._cancelled = True
+        ended = self._heartbeat()
+        if ended is not None:
+            self._ended = ended
+            raise Cancelled(self.run_id, ended)
 
     def __repr__(self) -> str:
         return (

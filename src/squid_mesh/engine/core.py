@@ -354,6 +354,7 @@ class Engine:
                 heartbeat=lambda: self._heartbeat(
                     state.run_id, attempt.key, claim.claim_hash, lease
                 ),
+                run_status=lambda: self.load(state.run_id, history=False)[0].status.value,
             )
             result = (
                 run_step(step, attempt.input, ctx)
@@ -520,20 +521,23 @@ class Engine:
             released += self.transact(write)
         return released
 
-    def _heartbeat(self, run_id: str, key: str, claim: str, lease: float) -> bool:
+    def _heartbeat(self, run_id: str, key: str, claim: str, lease: float) -> str | None:
+        """Extend the lease; return the run's status if it has ended (else ``None``)."""
         beat_at = self.clock()
 
-        def write(tx: Tx) -> bool:
+        def write(tx: Tx) -> str | None:
             state = self._load(tx, run_id, lock=True)
+            # The claim first: when another worker took the attempt over, that is the news, even
+            # if its work has ended the run since.
             if not planner.claim_is_current(state.attempts.get(key), claim):
                 raise LeaseLostError(
                     f"run {run_id} step attempt {key!r}: the lease expired and another worker "
                     "took the attempt over; stop, this worker's result would be refused"
                 )
             if state.status.terminal:
-                return False
+                return state.status.value
             self._write(tx, state, [f.AttemptHeartbeat(key, beat_at + lease)], beat_at)
-            return True
+            return None
 
         return self.transact(write)
 
