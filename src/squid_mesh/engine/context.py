@@ -7,7 +7,6 @@ from typing import Any
 
 from squid_mesh.errors import Cancelled
 
-
 _ENDED = ("cancelled", "failed", "completed")
 
 
