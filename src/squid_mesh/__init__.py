@@ -44,7 +44,15 @@ from squid_mesh.errors import (
 from squid_mesh.journal.fold import AttemptStatus, RunStatus
 from squid_mesh.mesh import Mesh, connect
 from squid_mesh.read.listing import RunPage, RunSummary
-from squid_mesh.read.snapshot import AttemptView, GateView, HistoryEntry, RunSnapshot, StepView
+from squid_mesh.read.snapshot import (
+    AttemptView,
+    ChildView,
+    GateView,
+    HistoryEntry,
+    ParentView,
+    RunSnapshot,
+    StepView,
+)
 
 __version__ = "0.1.0.dev0"
 
@@ -54,6 +62,7 @@ __all__ = [
     "AttemptView",
     "Backoff",
     "Cancelled",
+    "ChildView",
     "Condition",
     "Cron",
     "DefinitionError",
@@ -68,6 +77,7 @@ __all__ = [
     "LeaseLostError",
     "Manual",
     "Mesh",
+    "ParentView",
     "PayloadError",
     "Problem",
     "Retry",

@@ -130,9 +130,13 @@ class Mesh:
         reason: str | None = None,
         actor: str | None = None,
         idempotency_key: str | None = None,
+        cascade: bool = True,
         now: Now = None,
     ) -> RunSnapshot:
         """Cancel a run at once. A step still running has its late result discarded, not applied.
+
+        With ``cascade`` (the default), the run's unfinished child runs are cancelled in the same
+        transaction, and theirs in turn.
 
         Cancelling a cancelled run returns it unchanged; a completed or failed run raises
         :class:`~squid_mesh.RunFinishedError`.
@@ -146,6 +150,7 @@ class Mesh:
             actor=actor,
             idempotency_key=idempotency_key,
             now=self._now(now),
+            cascade=cascade,
         )
         return snapshot(state)
 
@@ -237,8 +242,10 @@ class Mesh:
             >>> mesh.inspect_run(run.id, history=True).history[0].kind  # doctest: +SKIP
             'run_started'
         """
-        state, entries = self._engine.load(run_id, history=_flag("history", history))
-        return snapshot(state, entries)
+        state, entries, children = self._engine.inspect(
+            run_id, history=_flag("history", history), children=True
+        )
+        return snapshot(state, entries, children)
 
     def list_runs(
         self,

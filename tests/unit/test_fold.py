@@ -86,6 +86,7 @@ def test_fold_of_a_whole_journal() -> None:
         finished_at=T0 + 6,
         output=None,
         error={"type": "RuntimeError", "message": "boom"},
+        finished_rev=6,
     )
     second = state.attempts["load:1:2"]
     assert (second.status, second.owner, second.output) == (
@@ -94,6 +95,7 @@ def test_fold_of_a_whole_journal() -> None:
         {"amount": 120},
     )
     assert state.attempts["notify:1:1"].status is AttemptStatus.COMPLETED
+    assert (second.finished_rev, state.attempts["notify:1:1"].finished_rev) == (9, 13)
     assert state.live_attempts() == []
     assert state.visits("load") == 1 and state.visits("notify") == 1 and state.visits("x") == 0
 
@@ -238,7 +240,11 @@ def test_a_released_attempt_is_scheduled_again_and_keeps_its_claim_count() -> No
 def test_run_state_statuses() -> None:
     assert not RunStatus.RUNNING.terminal and not RunStatus.PAUSED.terminal
     assert all(s.terminal for s in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED))
-    assert {s for s in AttemptStatus if s.live} == {AttemptStatus.SCHEDULED, AttemptStatus.RUNNING}
+    assert {s for s in AttemptStatus if s.live} == {
+        AttemptStatus.SCHEDULED,
+        AttemptStatus.RUNNING,
+        AttemptStatus.WAITING,
+    }
     assert RunState.__dataclass_fields__["status"].default is RunStatus.RUNNING
 
 
@@ -265,6 +271,10 @@ ONE_OF_EACH: list[f.Fact] = [
     f.RunCancelled(),
     f.RunCompleted(),
     f.RunFailed({"code": "x", "message": "y"}, step="a"),
+    f.RunFailed({"code": "x"}, step="a", compensation="completed"),
+    f.CompensationStarted({"code": "x", "message": "y"}, step="a"),
+    f.AttemptParked("a:1:1", "waiting for 2 child run(s)"),
+    f.AttemptWoken("a:1:1", "0193f0c2-0000-7000-8000-000000000001"),
     f.GateOpened("a:1:1", "a", "approval", "next", "complete", "approval"),
     f.GateOpened("a:1:1", "a", "pause", "complete"),
     f.GateResolved(

@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeVar
 from squid_mesh.definition.conditions import Condition
 from squid_mesh.definition.mapping import InputMapping
 from squid_mesh.definition.payload import PayloadSchema
-from squid_mesh.definition.retry import RetryPolicy
+from squid_mesh.definition.retry import Backoff, RetryPolicy
 from squid_mesh.definition.triggers import Cron, Manual, Trigger
 from squid_mesh.errors import DefinitionError
 
@@ -24,10 +24,15 @@ COMPLETE = "complete"
 
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}$")
 DEFAULT_MAX_VISITS = 100
+DEFAULT_COMPENSATE_RETRY = RetryPolicy(
+    max_attempts=3, backoff=Backoff.exponential(min=1.0, max=30.0)
+)
+# Marks a compensation attempt's step name ("charge#compensate"); '#' never occurs in step names.
+COMPENSATION = "#compensate"
 
 Outcome = Literal["ok", "error"]
 Mode = Literal["transitions", "dag"]
-StepKind = Literal["task", "wait", "log", "pause", "approval"]
+StepKind = Literal["task", "wait", "log", "pause", "approval", "children"]
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # Built-ins that stop the run until an operator acts; they exist in transitions mode only.
 GATES = ("pause", "approval")
@@ -58,6 +63,9 @@ class Step:
     after: tuple[str, ...] | None = None
     kind: StepKind = "task"
     options: Mapping[str, Any] = field(default_factory=dict)
+    compensate: StepFn | None = None
+    compensate_retry: RetryPolicy | None = None
+    irreversible: bool = False
 
     @property
     def wait_seconds(self) -> float:
@@ -70,6 +78,10 @@ class Step:
             "name": self.name,
             "kind": self.kind,
             "options": dict(self.options),
+            "compensate": None
+            if self.compensate is None or self.compensate_retry is None
+            else self.compensate_retry.describe(),
+            "irreversible": self.irreversible,
             "retry": self.retry.describe(),
             "input": None if self.input is None else self.input.describe(),
             "output": self.output,
@@ -186,6 +198,9 @@ class Workflow:
         entry: bool = False,
         max_visits: int | None = None,
         after: Sequence[str] | None = None,
+        compensate: StepFn | None = None,
+        compensate_retry: RetryPolicy | None = None,
+        irreversible: bool = False,
     ) -> Callable[[F], F]:
         """Declare the decorated callable ``fn(input: dict, ctx: StepContext) -> dict | None`` a step.
 
@@ -201,6 +216,13 @@ class Workflow:
                 workflow a DAG: steps without ``after`` are roots and all start at once, and a step
                 runs as soon as every step it names has completed. DAG workflows declare no
                 transitions; the run completes when every step has.
+            compensate: ``fn(input, ctx)`` that undoes this step. When the run fails for good,
+                the compensations of its completed steps run in reverse completion order, each a
+                durable attempt; ``input`` holds the step's ``input``, its ``output`` and the
+                run's ``failure``.
+            compensate_retry: the compensation's retry policy (3 attempts, exponential backoff
+                from 1 to 30 s, by default).
+            irreversible: the step cannot be undone (it may not declare ``compensate``).
 
         Example:
             >>> import squid_mesh as sm
@@ -232,6 +254,7 @@ class Workflow:
             if isinstance(visits, bool) or not isinstance(visits, int) or visits < 1:
                 raise DefinitionError(f"{where}: max_visits must be an integer >= 1")
             deps = _dependencies(after, where)
+            undo_policy = _compensation(compensate, compensate_retry, irreversible, where)
             if entry and self._entry is not None:
                 raise DefinitionError(
                     f"{where}: entry=True, but step {self._entry!r} is already the entry step"
@@ -245,6 +268,9 @@ class Workflow:
                 max_visits=visits,
                 is_async=inspect.iscoroutinefunction(fn),
                 after=deps,
+                compensate=compensate,
+                compensate_retry=undo_policy,
+                irreversible=irreversible,
             )
             if entry:
                 self._entry = step_name
@@ -339,6 +365,24 @@ class Workflow:
             >>> wf.transition("manager_ok", to=sm.COMPLETE, on="error")
         """
         self._builtin(name, "approval", {}, output=output if output is not None else name)
+
+    def await_children(
+        self, name: str, *, output: str | None = None, after: Sequence[str] | None = None
+    ) -> None:
+        """A step that waits until every child run started by this run has ended.
+
+        Its output, under ``output`` (the step's name by default), maps each ``child_key`` to the
+        child's ``run_id``, ``workflow`` and ``status``, with its ``context`` when it completed or
+        its ``error`` when it failed. Waiting costs nothing: the attempt is parked and the last
+        child to end wakes it, in the same transaction.
+
+        Example:
+            >>> import squid_mesh as sm
+            >>> wf = sm.Workflow("w")
+            >>> wf.await_children("invites_done", output="invites")
+            >>> wf.transition("invites_done", to=sm.COMPLETE)
+        """
+        self._builtin(name, "children", {}, after=after, output=output or name)
 
     def _builtin(
         self,
@@ -454,6 +498,22 @@ def _check_gates(wf: Workflow, routes: Mapping[tuple[str, Outcome], list[Transit
             )
         if step.kind == "pause" and (name, "error") in routes:
             raise DefinitionError(f"{where}: a pause has no error route; remove on='error'")
+
+
+def _compensation(
+    compensate: object, compensate_retry: object, irreversible: object, where: str
+) -> RetryPolicy:
+    """Check a step's compensation options; return the compensation's retry policy."""
+    if compensate is not None and not callable(compensate):
+        raise DefinitionError(f"{where}: compensate must be a callable")
+    if not isinstance(irreversible, bool):
+        raise DefinitionError(f"{where}: irreversible must be True or False")
+    if irreversible and compensate is not None:
+        raise DefinitionError(f"{where}: an irreversible step cannot declare a compensation")
+    policy = compensate_retry if compensate_retry is not None else DEFAULT_COMPENSATE_RETRY
+    if not isinstance(policy, RetryPolicy):
+        raise DefinitionError(f"{where}: compensate_retry must be a sm.RetryPolicy")
+    return policy
 
 
 def _dependencies(after: object, where: str) -> tuple[str, ...] | None:

@@ -42,6 +42,7 @@ class StepContext:
         state: dict[str, Any],
         heartbeat: Callable[[], str | None],
         run_status: Callable[[], str],
+        start_child: Callable[[Any, Any, Any, Any], str] | None = None,
     ) -> None:
         self.run_id = run_id
         self.workflow = workflow
@@ -53,7 +54,34 @@ class StepContext:
         self.state = state
         self._heartbeat = heartbeat
         self._run_status = run_status
+        self._start_child = start_child
         self._ended: str | None = None
+
+    def start_child(
+        self,
+        workflow: Any,
+        payload: dict[str, Any] | None = None,
+        *,
+        child_key: str,
+        queue: str | None = None,
+    ) -> str:
+        """Start a child run of ``workflow`` (any registered workflow, on any queue); return its id.
+
+        ``child_key`` names the child within this run: starting the same key again (a retried
+        step, a step that runs again after a crash) returns the same child run instead of a new
+        one, for the parent's whole lifetime. The child's start commits at once, in its own
+        transaction. Cancelling the parent cancels its unfinished children; a
+        ``wf.await_children`` step waits for them.
+
+        Example:
+            >>> def send_invites(input, ctx):
+            ...     for email in input["emails"]:
+            ...         ctx.start_child("invite", {"email": email}, child_key=email)
+            ...     return {"invited": len(input["emails"])}
+        """
+        if self._start_child is None:
+            raise RuntimeError("start_child is only available inside a running step")
+        return self._start_child(workflow, payload, child_key, queue)
 
     @property
     def cancelled(self) -> bool:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import time
+import uuid
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from squid_mesh.definition.workflow import Definition
+from squid_mesh.definition.workflow import COMPENSATION, Definition, Step
 from squid_mesh.engine import planner
 from squid_mesh.engine.builtins import run_builtin
 from squid_mesh.engine.context import StepContext
@@ -42,10 +45,13 @@ from squid_mesh.journal.fold import (
     fold,
     start_state,
 )
-from squid_mesh.store.base import Conflict, RunFilter, RunRow, Store, Tx, iter_pages
+from squid_mesh.store.base import ChildRow, Conflict, RunFilter, RunRow, Store, Tx, iter_pages
 
 T = TypeVar("T")
 _MAX_RACES = 100
+# Child run ids are uuid5(this, "<parent run id>/<child_key>"): the same child for the same key
+# for the parent's whole lifetime, so a retried step finds the child its first attempt started.
+_CHILDREN = uuid.UUID("6c1b7c52-8f0e-4d55-9d0c-3b7e1f6a2d41")
 
 
 def _entries(state: RunState, facts: Sequence[f.Fact], now: float) -> list[f.Entry]:
@@ -56,6 +62,26 @@ def _advance(state: RunState, entries: Sequence[f.Entry]) -> RunState:
     for entry in entries:
         state = apply(state, entry)
     return state
+
+
+def _runnable_step(d: Definition, name: str) -> Step | None:
+    """The step an attempt runs: a declared step, or for ``S#compensate`` S's compensation."""
+    if not name.endswith(COMPENSATION):
+        return d.steps.get(name)
+    original = d.steps.get(name.removesuffix(COMPENSATION))
+    if original is None or original.compensate is None:
+        return None
+    undo = original.compensate
+    policy = original.compensate_retry or original.retry
+    return dataclasses.replace(
+        original,
+        name=name,
+        fn=undo,
+        retry=policy,
+        is_async=inspect.iscoroutinefunction(undo),
+        kind="task",
+        output=None,
+    )
 
 
 class Engine:
@@ -118,7 +144,24 @@ class Engine:
         entries = _entries(state, facts, now)
         after = _advance(state, entries)
         tx.save(state, after, entries)
+        self._after_save(tx, state, after, now)
         return after
+
+    def _after_save(self, tx: Tx, before: RunState, after: RunState, now: float) -> None:
+        # A child run that just ended wakes its parent's parked await step, in the same
+        # transaction, once all the parent's children have ended: no poll, and no window in
+        # which the wake-up could be lost.
+        if after.parent is None or before.status.terminal or not after.status.terminal:
+            return
+        parent = tx.load_run(after.parent["run_id"], lock=True)
+        if parent is None or parent.status.terminal:
+            return
+        parked = [a for a in parent.attempts.values() if a.status is AttemptStatus.WAITING]
+        if not parked:
+            return
+        children = tx.children(parent.run_id)
+        if all(RunStatus(c.status).terminal for c in children):
+            self._write(tx, parent, [f.AttemptWoken(a.key, after.run_id) for a in parked], now)
 
     def _load(self, tx: Tx, run_id: str, *, lock: bool) -> RunState:
         state = tx.load_run(run_id, lock=lock)
@@ -145,8 +188,14 @@ class Engine:
         queue: str | None,
         run_id: str | None,
         now: float,
+        parent: dict[str, Any] | None = None,
     ) -> RunState:
-        """Validate everything, then write the run, its receipt and its first attempt atomically."""
+        """Validate everything, then write the run, its receipt and its first attempt atomically.
+
+        ``parent`` (``run_id``, ``step``, ``child_key``) makes the run a child run; the parent must
+        still be running, and its row is locked while the child is written, so a cancel of the
+        parent either sees the child (and cancels it) or happens first (and the start fails).
+        """
         d = self.definition_for(workflow)
         trigger_names = [t.name for t in d.triggers]
         chosen = trigger_names[0] if trigger is None else trigger
@@ -166,11 +215,16 @@ class Engine:
             idempotency_key=idempotency_key,
             payload_hash=digest,
             now=now,
+            parent=parent,
         )
         entries = [f.Entry(i + 1, now, fact) for i, fact in enumerate(facts)]
         state = _advance(start_state(rid, entries[0]), entries[1:])
 
         def write(tx: Tx) -> RunState:
+            if parent is not None:
+                above = self._load(tx, parent["run_id"], lock=True)
+                if above.status.terminal:
+                    raise RunFinishedError(above.run_id, above.status.value, "start a child of")
             if idempotency_key is not None:
                 existing = tx.run_id_for_key(d.name, idempotency_key)
                 if existing is not None:
@@ -189,7 +243,7 @@ class Engine:
 
         # insert_run is the one write, atomic on its own; the key lookups around it are safe
         # outside its transaction (a losing insert waits for the winner to commit, then reads it).
-        return self.transact(write, single_write=True)
+        return self.transact(write, single_write=parent is None)
 
     def _same_start(
         self, tx: Tx, run_id: str, d: Definition, key: str | None, digest: str, what: str
@@ -213,8 +267,12 @@ class Engine:
         actor: str | None,
         idempotency_key: str | None,
         now: float,
+        cascade: bool = True,
     ) -> RunState:
-        """Cancel a running run; a repeat on a cancelled run changes nothing."""
+        """Cancel a running run (and, with ``cascade``, its unfinished child runs, recursively).
+
+        A repeat on a cancelled run changes nothing.
+        """
         rid = check_run_id(run_id)
         if idempotency_key is not None:
             check_text("idempotency_key", idempotency_key)
@@ -222,8 +280,12 @@ class Engine:
             check_text("reason", reason, limit=2000)
         if actor is not None:
             check_text("actor", actor)
+        if not isinstance(cascade, bool):
+            raise InvalidOptionError("cascade", "expected True or False")
+        ended: list[str] = []
 
         def write(tx: Tx) -> RunState:
+            ended.clear()
             state = self._load(tx, rid, lock=True)
             if self._repeated(state, "cancel", idempotency_key):
                 return state
@@ -234,14 +296,40 @@ class Engine:
             receipt = f.CommandReceived(
                 "cancel", idempotency_key=idempotency_key, actor=actor, metadata={}
             )
-            return self._write(tx, state, [receipt, f.RunCancelled(reason)], now)
+            after = self._write(tx, state, [receipt, f.RunCancelled(reason)], now)
+            ended.append(rid)
+            if cascade:
+                self._cancel_children(tx, rid, reason, actor, now, ended)
+            return after
 
         cancelled = self.transact(write)
-        # A claim this process prefetched for the run must not start the step now.
+        # A claim this process prefetched for a cancelled run must not start the step now.
         for slot, held in list(self._held.items()):
-            if held.state.run_id == rid:
+            if held.state.run_id in ended:
                 self._held.pop(slot, None)
         return cancelled
+
+    def _cancel_children(
+        self,
+        tx: Tx,
+        parent_id: str,
+        reason: str | None,
+        actor: str | None,
+        now: float,
+        ended: list[str],
+    ) -> None:
+        for child in tx.children(parent_id):
+            if RunStatus(child.status).terminal:
+                continue
+            state = self._load(tx, child.run_id, lock=True)
+            if state.status.terminal:
+                continue
+            receipt = f.CommandReceived(
+                "cancel", actor=actor, metadata={"cascaded_from": parent_id}
+            )
+            self._write(tx, state, [receipt, f.RunCancelled(reason)], now)
+            ended.append(child.run_id)
+            self._cancel_children(tx, child.run_id, reason, actor, now, ended)
 
     # -- gates: resume, approve, reject --------------------------------------------------------
 
@@ -332,7 +420,7 @@ class Engine:
         self._busy.add(slot)
         state, attempt = claim.state, claim.attempt
         d = self.definitions[f"{state.workflow}@{state.version}"]
-        step = d.steps.get(attempt.step)
+        step = _runnable_step(d, attempt.step)
         result: planner.StepResult
         if step is None:
             result = planner.StepResult(
@@ -355,6 +443,9 @@ class Engine:
                     state.run_id, attempt.key, claim.claim_hash, lease
                 ),
                 run_status=lambda: self.load(state.run_id, history=False)[0].status.value,
+                start_child=lambda workflow, payload, child_key, queue: self._start_child(
+                    state.run_id, attempt.step, workflow, payload, child_key, queue
+                ),
             )
             result = (
                 run_step(step, attempt.input, ctx)
@@ -362,7 +453,13 @@ class Engine:
                 else run_builtin(step, ctx)
             )
         execution, held = self._finish(
-            claim, result, runnable=step is not None, now=now, prefetch=prefetch, queue=queue
+            claim,
+            result,
+            runnable=step is not None,
+            now=now,
+            prefetch=prefetch,
+            queue=queue,
+            awaits_children=step is not None and step.kind == "children",
         )
         if held is not None:
             self._held[slot] = held
@@ -370,6 +467,31 @@ class Engine:
             # The record's own claim found nothing due: the next call probes (cheaply) first.
             self._busy.discard(slot)
         return execution
+
+    def _start_child(
+        self,
+        parent_id: str,
+        step: str,
+        workflow: object,
+        payload: object,
+        child_key: object,
+        queue: object,
+    ) -> str:
+        key = check_text("child_key", child_key)
+        if queue is not None:
+            check_queue(queue)
+        run_id = str(uuid.uuid5(_CHILDREN, f"{parent_id}/{key}"))
+        child = self.start(
+            workflow,
+            payload,
+            trigger=None,
+            idempotency_key=None,
+            queue=queue,  # type: ignore[arg-type]
+            run_id=run_id,
+            now=self.clock(),
+            parent={"run_id": parent_id, "step": step, "child_key": key},
+        )
+        return child.run_id
 
     def _take_held(self, owner_id: str, queue: str, at: float) -> Claim | None:
         held = self._held.pop((owner_id, queue), None)
@@ -423,13 +545,16 @@ class Engine:
         now: float | None,
         prefetch: bool,
         queue: str,
+        awaits_children: bool = False,
     ) -> tuple[Execution, Claim | None]:
         done_at = self.clock() if now is None else now
         rand = self.entropy.fraction()
         claimed = claim.attempt
         run_id = claim.state.run_id
 
-        def decide(state: RunState) -> tuple[Execution, RunState, list[f.Entry], Claim | None]:
+        def decide(
+            state: RunState, children: list[ChildRow] | None = None
+        ) -> tuple[Execution, RunState, list[f.Entry], Claim | None]:
             attempt = state.attempts.get(claimed.key)
             held: Claim | None = None
             entries: list[f.Entry] = []
@@ -438,7 +563,9 @@ class Engine:
                 after = state
             else:
                 d = self.definitions[f"{state.workflow}@{state.version}"]
-                facts = planner.decide_record(d, state, attempt, result, runnable, done_at, rand)
+                facts = planner.decide_record(
+                    d, state, attempt, result, runnable, done_at, rand, children
+                )
                 outcome = outcome_of(facts)
                 entries = _entries(state, facts, done_at)
                 after = _advance(state, entries)
@@ -473,11 +600,14 @@ class Engine:
             execution, after, entries, held = decided
             if entries:
                 tx.save(state, after, entries)
+                self._after_save(tx, state, after, done_at)
             if prefetch and held is None:
                 held = self._claim_in(tx, queue, claim.owner, claim.lease, done_at, strict=False)
             return execution, held
 
-        if self.store.decides_on_cached_state:
+        # An await step decides on the run's children, read under the run's lock (see
+        # _after_save): it always takes the locked path.
+        if self.store.decides_on_cached_state and not awaits_children:
             # Optimistic first: decide on the run as this worker's claim left it, without reading
             # it again. If anything changed it since (a heartbeat, a cancel), the save's revision
             # guard refuses the write (Conflict), nothing is kept, and the locked path below
@@ -485,7 +615,8 @@ class Engine:
             decided = decide(claim.state)
             execution, after, entries, held = decided
             try:
-                if entries and (held is not None or not prefetch):
+                wakes = after.parent is not None and after.status.terminal
+                if entries and (held is not None or not prefetch) and not wakes:
                     # The whole write is one statement: no BEGIN/COMMIT round trips for it.
                     with self.store.single_write() as tx:
                         tx.save(claim.state, after, entries)
@@ -497,7 +628,8 @@ class Engine:
 
         def record(tx: Tx) -> tuple[Execution, Claim | None]:
             state = self._load(tx, run_id, lock=True)
-            return write(tx, state, decide(state))
+            children = tx.children(run_id) if awaits_children else None
+            return write(tx, state, decide(state, children))
 
         return self.transact(record)
 
@@ -545,11 +677,22 @@ class Engine:
 
     def load(self, run_id: object, *, history: bool) -> tuple[RunState, list[f.Entry] | None]:
         """A run's projected state, and its journal when ``history`` is true."""
+        state, entries, _ = self.inspect(run_id, history=history, children=False)
+        return state, entries
+
+    def inspect(
+        self, run_id: object, *, history: bool, children: bool
+    ) -> tuple[RunState, list[f.Entry] | None, list[ChildRow]]:
+        """A run's state, its journal when ``history`` is true, its child runs when ``children``."""
         rid = check_run_id(run_id)
 
-        def read(tx: Tx) -> tuple[RunState, list[f.Entry] | None]:
+        def read(tx: Tx) -> tuple[RunState, list[f.Entry] | None, list[ChildRow]]:
             state = self._load(tx, rid, lock=False)
-            return state, tx.load_entries(rid) if history else None
+            return (
+                state,
+                tx.load_entries(rid) if history else None,
+                tx.children(rid) if children else [],
+            )
 
         # One snapshot for the run row, its attempts and its journal: a concurrent writer can
         # never make a read mix two revisions (and so never make verify() report a false problem).

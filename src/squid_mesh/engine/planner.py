@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from squid_mesh.definition.mapping import wrap_output
-from squid_mesh.definition.workflow import COMPLETE, GATES, Definition, Outcome
+from squid_mesh.definition.workflow import COMPENSATION, COMPLETE, GATES, Definition, Outcome
 from squid_mesh.errors import InputMappingError
 from squid_mesh.journal import facts as f
-from squid_mesh.journal.fold import AttemptState, AttemptStatus, RunState
+from squid_mesh.journal.fold import AttemptState, AttemptStatus, RunState, RunStatus, replace
+from squid_mesh.store.base import ChildRow
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ def plan_start(
     idempotency_key: str | None,
     payload_hash: str,
     now: float,
+    parent: dict[str, Any] | None = None,
 ) -> list[f.Fact]:
     """The facts of a new run: every root step (the entry step, or a DAG's roots) planned at once.
 
@@ -65,6 +67,7 @@ def plan_start(
             payload=payload,
             idempotency_key=idempotency_key,
             payload_hash=payload_hash,
+            parent=parent,
         ),
         f.CommandReceived("start", idempotency_key=idempotency_key),
         f.StepsPlanned(tuple(planned)),
@@ -102,26 +105,113 @@ def route(d: Definition, step: str, on: Outcome, view: Mapping[str, Any]) -> str
 
 
 def _visit(
-    d: Definition, state: RunState, target: str, view: Mapping[str, Any], visible_at: float
-) -> f.Fact:
+    d: Definition,
+    state: RunState,
+    target: str,
+    view: Mapping[str, Any],
+    visible_at: float,
+    done: AttemptState | None = None,
+) -> list[f.Fact]:
     step = d.steps[target]
     visit = state.visits(target) + 1
     if visit > step.max_visits:
-        return f.RunFailed(
-            engine_error(
-                "max_visits_exceeded",
-                f"step {target!r} would be visited {visit} times; its max_visits is "
-                f"{step.max_visits}",
-            ),
-            step=target,
+        error = engine_error(
+            "max_visits_exceeded",
+            f"step {target!r} would be visited {visit} times; its max_visits is {step.max_visits}",
         )
+        return fail_run(d, state, error, target, visible_at, done)
     try:
         step_input = step.input.apply(view, step=target) if step.input else dict(view)
     except InputMappingError as exc:
-        return f.RunFailed(
-            engine_error(exc.code, exc.message, target=exc.target, path=exc.path), step=target
-        )
-    return f.StepsPlanned((f.PlannedAttempt(target, visit, 1, step_input, visible_at),))
+        error = engine_error(exc.code, exc.message, target=exc.target, path=exc.path)
+        return fail_run(d, state, error, target, visible_at, done)
+    return [f.StepsPlanned((f.PlannedAttempt(target, visit, 1, step_input, visible_at),))]
+
+
+def fail_run(
+    d: Definition,
+    state: RunState,
+    error: dict[str, Any],
+    step: str | None,
+    now: float,
+    done: AttemptState | None = None,
+) -> list[f.Fact]:
+    """The run fails for good: at once, or first undoing its completed steps (saga).
+
+    ``done`` is an attempt completed by the same write (not yet in ``state``).
+    """
+    first = _next_compensation(d, state, error, now, done=done)
+    if first is None:
+        return [f.RunFailed(error, step=step)]
+    return [f.CompensationStarted(error, step=step), f.StepsPlanned((first,))]
+
+
+def _next_compensation(
+    d: Definition,
+    state: RunState,
+    failure: dict[str, Any],
+    now: float,
+    *,
+    done: AttemptState | None = None,
+    undone: tuple[str, int] | None = None,
+) -> f.PlannedAttempt | None:
+    """The compensation to run next: the latest-completed step visit not undone yet."""
+    attempts = list(state.attempts.values()) + ([done] if done is not None else [])
+    compensated = {
+        (a.step.removesuffix(COMPENSATION), a.visit)
+        for a in attempts
+        if a.step.endswith(COMPENSATION) and a.status is AttemptStatus.COMPLETED
+    }
+    if undone is not None:
+        compensated.add(undone)
+    candidates = [
+        a
+        for a in attempts
+        if a.status is AttemptStatus.COMPLETED
+        and not a.step.endswith(COMPENSATION)
+        and a.step in d.steps
+        and d.steps[a.step].compensate is not None
+        and (a.step, a.visit) not in compensated
+    ]
+    if not candidates:
+        return None
+    # The just-completed attempt (not in the journal yet) finished last of all.
+    last = max(candidates, key=lambda a: (a.finished_rev or float("inf"), a.key))
+    undo_input = {"input": last.input, "output": last.output or {}, "failure": failure}
+    return f.PlannedAttempt(last.step + COMPENSATION, last.visit, 1, undo_input, now)
+
+
+def decide_compensation(
+    d: Definition,
+    state: RunState,
+    attempt: AttemptState,
+    result: StepResult,
+    now: float,
+    rand: float,
+) -> list[f.Fact]:
+    """Record a compensation attempt: go on to the next one, retry it, or end the run failed."""
+    original = attempt.step.removesuffix(COMPENSATION)
+    failure = {k: v for k, v in (state.error or {}).items() if k not in ("step", "compensation")}
+    failed_step = (state.error or {}).get("step")
+    if result.ok:
+        completed = f.AttemptCompleted(attempt.key, result.output or {})
+        nxt = _next_compensation(d, state, failure, now, undone=(original, attempt.visit))
+        if nxt is not None:
+            return [completed, f.StepsPlanned((nxt,))]
+        return [completed, f.RunFailed(failure, step=failed_step, compensation="completed")]
+    error = result.error or engine_error("compensation_failed", "compensation failed")
+    failed = f.AttemptFailed(attempt.key, error)
+    policy = d.steps[original].compensate_retry
+    if result.retryable and policy is not None:
+        delay = policy.next_delay(attempt.number, rand, result.retry_after)
+        if delay is not None:
+            retry = f.PlannedAttempt(
+                attempt.step, attempt.visit, attempt.number + 1, attempt.input, now + delay
+            )
+            return [failed, f.StepsPlanned((retry,))]
+    # A compensation that cannot succeed stops the chain: undoing earlier steps on top of a
+    # half-undone later one could make things worse. The run ends failed, and says so.
+    return [failed, f.RunFailed(failure, step=failed_step, compensation="failed")]
 
 
 def _follow(
@@ -132,22 +222,25 @@ def _follow(
     output: dict[str, Any],
     view: Mapping[str, Any],
     now: float,
+    done: AttemptState | None = None,
 ) -> list[f.Fact]:
+    """Route an outcome. ``done``: the attempt as completed by this same write (on "ok")."""
     target = route(d, attempt.step, on, view)
     if target is None:
         if on == "error":
-            return [f.RunFailed(dict(attempt_error(attempt)), step=attempt.step)]
+            return fail_run(d, state, dict(attempt_error(attempt)), attempt.step, now)
         message = f"step {attempt.step!r} succeeded but no on='ok' transition matched"
+        error = engine_error("no_matching_transition", message)
         return [
             f.ResultApplied(attempt.key, output, None),
-            f.RunFailed(engine_error("no_matching_transition", message), step=attempt.step),
+            *fail_run(d, state, error, attempt.step, now, done),
         ]
     applied = f.ResultApplied(attempt.key, output, target)
     if target == COMPLETE:
         return [applied, f.RunCompleted()]
     # After a wait step, its successor becomes visible once the wait is over.
     delay = d.steps[attempt.step].wait_seconds if on == "ok" else 0.0
-    return [applied, _visit(d, state, target, view, now + delay)]
+    return [applied, *_visit(d, state, target, view, now + delay, done)]
 
 
 def attempt_error(attempt: AttemptState) -> dict[str, Any]:
@@ -165,9 +258,11 @@ def decide_success(
     step = d.steps[attempt.step]
     if step.kind in GATES:
         return [completed, _open_gate(d, attempt, step.kind, view)]
+    # The attempt completes in this same write: it counts as done (for compensation).
+    done = replace(attempt, status=AttemptStatus.COMPLETED, output=output, finished_at=now)
     if d.mode == "dag":
-        return [completed, *_ready(d, state, attempt, wrapped, view, now)]
-    return [completed, *_follow(d, state, attempt, "ok", wrapped, view, now)]
+        return [completed, *_ready(d, state, attempt, wrapped, view, now, done)]
+    return [completed, *_follow(d, state, attempt, "ok", wrapped, view, now, done)]
 
 
 def _open_gate(d: Definition, attempt: AttemptState, kind: str, view: Mapping[str, Any]) -> f.Fact:
@@ -223,7 +318,7 @@ def decide_resolve(
     if target == COMPLETE:
         return [receipt, resolved, f.RunCompleted()]
     view = {**state.view, **output}
-    return [receipt, resolved, _visit(d, state, target, view, now)]
+    return [receipt, resolved, *_visit(d, state, target, view, now)]
 
 
 def _ready(
@@ -233,6 +328,7 @@ def _ready(
     output: dict[str, Any],
     view: Mapping[str, Any],
     now: float,
+    done: AttemptState,
 ) -> list[f.Fact]:
     """DAG: apply the result, then plan each dependent whose own dependencies are all complete.
 
@@ -246,18 +342,18 @@ def _ready(
         if a.status is AttemptStatus.COMPLETED
     }
     finished[attempt.step] = now
-    done = set(finished)
+    complete = set(finished)
     applied = f.ResultApplied(attempt.key, output, None)
     planned = []
     for name in d.dependents.get(attempt.step, ()):
         step = d.steps[name]
-        if state.visits(name) or not all(dep in done for dep in step.after or ()):
+        if state.visits(name) or not all(dep in complete for dep in step.after or ()):
             continue
         try:
             step_input = step.input.apply(view, step=name) if step.input else dict(view)
         except InputMappingError as exc:
             error = engine_error(exc.code, exc.message, target=exc.target, path=exc.path)
-            return [applied, f.RunFailed(error, step=name)]
+            return [applied, *fail_run(d, state, error, name, now, done)]
         # A join after wait steps becomes visible when the last of those waits is over.
         visible_at = max(
             [now, *(finished[dep] + d.steps[dep].wait_seconds for dep in step.after or ())]
@@ -265,7 +361,7 @@ def _ready(
         planned.append(f.PlannedAttempt(name, 1, 1, step_input, visible_at))
     if planned:
         return [applied, f.StepsPlanned(tuple(planned))]
-    if done >= set(d.steps):
+    if complete >= set(d.steps):
         return [applied, f.RunCompleted()]
     return [applied]
 
@@ -301,17 +397,50 @@ def decide_record(
     runnable: bool,
     now: float,
     rand: float,
+    children: list[ChildRow] | None = None,
 ) -> list[f.Fact]:
-    """The facts that record a finished attempt whose claim is still current."""
+    """The facts that record a finished attempt whose claim is still current.
+
+    ``children`` is given for an await step: the run's child runs as they are now.
+    """
     # A run that ended meanwhile (a cancel from another process) is final whatever the attempt's
     # outcome: its result is kept and applied nowhere. This is checked first.
     if state.status.terminal:
         return decide_late(attempt, result, f"run {state.status.value}")
+    if attempt.status is AttemptStatus.CANCELLED:
+        # The run started compensating while this step ran: its result no longer counts.
+        return decide_late(attempt, result, "run compensating")
+    if attempt.step.endswith(COMPENSATION):
+        return decide_compensation(d, state, attempt, result, now, rand)
     if not runnable:
         return decide_unrunnable(attempt, result.error or {})
+    if result.ok and children is not None:
+        return decide_children(d, state, attempt, children, now)
     if result.ok:
         return decide_success(d, state, attempt, result.output or {}, now)
     return decide_failure(d, state, attempt, result, now, rand)
+
+
+def decide_children(
+    d: Definition,
+    state: RunState,
+    attempt: AttemptState,
+    children: list[ChildRow],
+    now: float,
+) -> list[f.Fact]:
+    """An await step: park while a child runs; once all have ended, complete with their results."""
+    pending = [c for c in children if not RunStatus(c.status).terminal]
+    if pending:
+        return [f.AttemptParked(attempt.key, f"waiting for {len(pending)} child run(s)")]
+    results: dict[str, Any] = {}
+    for c in children:
+        result: dict[str, Any] = {"run_id": c.run_id, "workflow": c.workflow, "status": c.status}
+        if c.status == RunStatus.COMPLETED:
+            result["context"] = c.context
+        elif c.status == RunStatus.FAILED:
+            result["error"] = c.error
+        results[c.child_key] = result
+    return decide_success(d, state, attempt, results, now)
 
 
 def decide_unrunnable(attempt: AttemptState, error: dict[str, Any]) -> list[f.Fact]:

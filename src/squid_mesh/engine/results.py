@@ -9,7 +9,7 @@ from typing import Any, Literal
 from squid_mesh.journal import facts as f
 from squid_mesh.journal.fold import AttemptState, RunState, RunStatus
 
-Outcome = Literal["completed", "failed", "retry_scheduled", "discarded", "lease_lost"]
+Outcome = Literal["completed", "failed", "retry_scheduled", "waiting", "discarded", "lease_lost"]
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,7 @@ class Execution:
 
     ``outcome``: ``completed`` (the step succeeded), ``retry_scheduled`` (it failed and will be tried
     again), ``failed`` (it failed for good and the run took its error route or failed),
+    ``waiting`` (an await step parked until the run's child runs end),
     ``discarded`` (the run ended while the step ran; its result was kept, not applied), or
     ``lease_lost`` (another worker had taken the attempt over; nothing was recorded).
     """
@@ -56,6 +57,10 @@ def outcome_of(facts: Sequence[f.Fact]) -> Outcome:
     kinds = {type(fact) for fact in facts}
     if f.ResultDiscarded in kinds:
         return "discarded"
+    if f.AttemptParked in kinds:
+        return "waiting"
+    if f.CompensationStarted in kinds:
+        return "failed"  # the steps planned are compensations, not a retry
     if f.AttemptCompleted in kinds:
         return "completed"
     if f.StepsPlanned in kinds and f.ResultApplied not in kinds:

@@ -57,6 +57,8 @@ class RunStarted:
     payload: dict[str, Any]
     idempotency_key: str | None
     payload_hash: str
+    # A child run's parent: {"run_id", "step", "child_key"}; None for a top-level run.
+    parent: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,24 @@ class RunCompleted:
 
 
 @dataclass(frozen=True)
+class AttemptParked:
+    """An await step found children still running: its attempt waits, unclaimable, to be woken."""
+
+    kind: ClassVar[str] = "attempt_parked"
+    key: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class AttemptWoken:
+    """A child of the run ended: the parked attempt is due again (``child`` names the child)."""
+
+    kind: ClassVar[str] = "attempt_woken"
+    key: str
+    child: str
+
+
+@dataclass(frozen=True)
 class GateOpened:
     """A pause or approval step completed: the run waits for an operator.
 
@@ -182,9 +202,26 @@ class GateResolved:
 
 @dataclass(frozen=True)
 class RunFailed:
-    """The run failed; ``error`` says why and ``step`` where."""
+    """The run failed; ``error`` says why and ``step`` where.
+
+    ``compensation`` is ``completed`` or ``failed`` when compensations ran before (see
+    CompensationStarted), else ``None``.
+    """
 
     kind: ClassVar[str] = "run_failed"
+    error: dict[str, Any]
+    step: str | None = None
+    compensation: str | None = None
+
+
+@dataclass(frozen=True)
+class CompensationStarted:
+    """The run failed for good and has completed steps to undo: their compensations run first.
+
+    The run is not final yet: it ends with ``run_failed`` once the compensations are done.
+    """
+
+    kind: ClassVar[str] = "compensation_started"
     error: dict[str, Any]
     step: str | None = None
 
@@ -205,6 +242,9 @@ Fact = (
     | RunFailed
     | GateOpened
     | GateResolved
+    | AttemptParked
+    | AttemptWoken
+    | CompensationStarted
 )
 
 FACT_TYPES: dict[str, type[Fact]] = {
@@ -225,6 +265,9 @@ FACT_TYPES: dict[str, type[Fact]] = {
         RunFailed,
         GateOpened,
         GateResolved,
+        AttemptParked,
+        AttemptWoken,
+        CompensationStarted,
     )
 }
 

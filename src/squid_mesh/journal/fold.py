@@ -30,10 +30,15 @@ class RunStatus(StrEnum):
 
 
 class AttemptStatus(StrEnum):
-    """An attempt's status: ``scheduled`` (waiting to be claimed), ``running`` (claimed), or final."""
+    """An attempt's status: ``scheduled``, ``running``, ``waiting``, or final.
+
+    ``scheduled``: waiting to be claimed; ``running``: claimed; ``waiting``: an await step parked
+    until the run's children end.
+    """
 
     SCHEDULED = "scheduled"
     RUNNING = "running"
+    WAITING = "waiting"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -42,7 +47,7 @@ class AttemptStatus(StrEnum):
     @property
     def live(self) -> bool:
         """Whether a worker may still claim or finish this attempt."""
-        return self in (AttemptStatus.SCHEDULED, AttemptStatus.RUNNING)
+        return self in (AttemptStatus.SCHEDULED, AttemptStatus.RUNNING, AttemptStatus.WAITING)
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,8 @@ class AttemptState:
     finished_at: float | None = None
     output: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
+    # The journal seq of the fact that finished it: completion order, even within one clock tick.
+    finished_rev: int | None = None
 
     @property
     def due_at(self) -> float | None:
@@ -99,6 +106,8 @@ class RunState:
     gate: dict[str, Any] | None = None
     # Idempotency keys of the manual commands received: key -> command.
     command_keys: dict[str, str] = field(default_factory=dict)
+    # A child run's parent: {"run_id", "step", "child_key"} (see RunStarted).
+    parent: dict[str, Any] | None = None
     attempts: Mapping[str, AttemptState] = field(default_factory=dict)
 
     @property
@@ -207,6 +216,26 @@ def _released(state: RunState, entry: f.Entry) -> RunState:
     )
 
 
+def _parked(state: RunState, entry: f.Entry) -> RunState:
+    fact = entry.fact
+    assert isinstance(fact, f.AttemptParked)
+    a = replace(
+        _attempt(state, fact.key),
+        status=AttemptStatus.WAITING,
+        owner=None,
+        claim_hash=None,
+        lease_until=None,
+    )
+    return _with_attempt(state, a)
+
+
+def _woken(state: RunState, entry: f.Entry) -> RunState:
+    fact = entry.fact
+    assert isinstance(fact, f.AttemptWoken)
+    a = replace(_attempt(state, fact.key), status=AttemptStatus.SCHEDULED, visible_at=entry.at)
+    return _with_attempt(state, a)
+
+
 def _completed(state: RunState, entry: f.Entry) -> RunState:
     fact = entry.fact
     assert isinstance(fact, f.AttemptCompleted)
@@ -215,6 +244,7 @@ def _completed(state: RunState, entry: f.Entry) -> RunState:
         status=AttemptStatus.COMPLETED,
         output=fact.output,
         finished_at=entry.at,
+        finished_rev=entry.seq,
     )
     return _with_attempt(state, a)
 
@@ -227,6 +257,7 @@ def _failed(state: RunState, entry: f.Entry) -> RunState:
         status=AttemptStatus.FAILED,
         error=fact.error,
         finished_at=entry.at,
+        finished_rev=entry.seq,
     )
     return _with_attempt(state, a)
 
@@ -247,6 +278,7 @@ def _discarded(state: RunState, entry: f.Entry) -> RunState:
         output=fact.output,
         error=fact.error,
         finished_at=entry.at,
+        finished_rev=entry.seq,
     )
     return _with_attempt(state, a)
 
@@ -273,10 +305,24 @@ def _run_completed(state: RunState, entry: f.Entry) -> RunState:
 def _run_failed(state: RunState, entry: f.Entry) -> RunState:
     fact = entry.fact
     assert isinstance(fact, f.RunFailed)
+    error = {**fact.error, "step": fact.step}
+    if fact.compensation is not None:
+        error["compensation"] = fact.compensation
     return replace(
         state,
         status=RunStatus.FAILED,
-        error={**fact.error, "step": fact.step},
+        error=error,
+        attempts=_end_live(state, AttemptStatus.CANCELLED),
+    )
+
+
+def _compensation_started(state: RunState, entry: f.Entry) -> RunState:
+    fact = entry.fact
+    assert isinstance(fact, f.CompensationStarted)
+    # Still running (compensation attempts are claimed like any others), with the failure kept.
+    return replace(
+        state,
+        error={**fact.error, "step": fact.step, "compensation": "running"},
         attempts=_end_live(state, AttemptStatus.CANCELLED),
     )
 
@@ -327,6 +373,9 @@ _APPLIERS: dict[type[Any], Applier] = {
     f.RunFailed: _run_failed,
     f.GateOpened: _gate_opened,
     f.GateResolved: _gate_resolved,
+    f.AttemptParked: _parked,
+    f.AttemptWoken: _woken,
+    f.CompensationStarted: _compensation_started,
 }
 
 
@@ -345,6 +394,7 @@ def start_state(run_id: str, entry: f.Entry) -> RunState:
         payload=fact.payload,
         idempotency_key=fact.idempotency_key,
         payload_hash=fact.payload_hash,
+        parent=fact.parent,
         created_at=entry.at,
         updated_at=entry.at,
         rev=entry.seq,

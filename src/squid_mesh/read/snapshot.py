@@ -8,6 +8,7 @@ from typing import Any
 
 from squid_mesh.journal.facts import Entry, to_data
 from squid_mesh.journal.fold import AttemptState, AttemptStatus, RunState, RunStatus
+from squid_mesh.store.base import ChildRow
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,25 @@ class GateView:
 
 
 @dataclass(frozen=True)
+class ParentView:
+    """The run that started this one: its id, the step that started it, and the child key."""
+
+    run_id: str
+    step: str
+    child_key: str
+
+
+@dataclass(frozen=True)
+class ChildView:
+    """A run started by one of this run's steps (``ctx.start_child``)."""
+
+    run_id: str
+    workflow: str
+    status: RunStatus
+    child_key: str
+
+
+@dataclass(frozen=True)
 class RunSnapshot:
     """Where a run is: what ``start`` and ``inspect_run`` return.
 
@@ -90,6 +110,14 @@ class RunSnapshot:
     steps: tuple[StepView, ...]
     history: tuple[HistoryEntry, ...] | None = None
     gate: GateView | None = None
+    parent: ParentView | None = None
+    children: tuple[ChildView, ...] = ()
+
+    @property
+    def compensation(self) -> str | None:
+        """``running``, ``completed`` or ``failed`` once the run's failure started compensations."""
+        value = (self.error or {}).get("compensation")
+        return None if value is None else str(value)
 
     @property
     def terminal(self) -> bool:
@@ -132,8 +160,10 @@ def _steps(state: RunState) -> tuple[StepView, ...]:
     return tuple(views)
 
 
-def snapshot(state: RunState, entries: list[Entry] | None = None) -> RunSnapshot:
-    """The snapshot of a run state; with ``entries``, its history too."""
+def snapshot(
+    state: RunState, entries: list[Entry] | None = None, children: list[ChildRow] | None = None
+) -> RunSnapshot:
+    """The snapshot of a run state; with ``entries``, its history, and with ``children``, those."""
     live = state.live_attempts()
     scheduled = [a.visible_at for a in live if a.status is AttemptStatus.SCHEDULED]
     history = None
@@ -166,6 +196,11 @@ def snapshot(state: RunState, entries: list[Entry] | None = None) -> RunSnapshot
         steps=_steps(state),
         history=history,
         gate=_gate(state.gate),
+        parent=None if state.parent is None else ParentView(**state.parent),
+        children=tuple(
+            ChildView(c.run_id, c.workflow, RunStatus(c.status), c.child_key)
+            for c in children or ()
+        ),
     )
 
 

@@ -39,6 +39,18 @@ class RunRow:
     updated_at: float
 
 
+@dataclass(frozen=True)
+class ChildRow:
+    """A child run as its parent sees it."""
+
+    run_id: str
+    workflow: str
+    status: str
+    child_key: str
+    context: dict[str, Any]
+    error: dict[str, Any] | None
+
+
 class Tx(Protocol):
     """One database transaction. Every method runs inside it; nothing commits until it ends."""
 
@@ -79,6 +91,9 @@ class Tx(Protocol):
         self, where: RunFilter, before: tuple[float, str] | None, limit: int
     ) -> list[RunRow]:
         """Up to ``limit`` runs newest first (by start time, then id), after the ``before`` key."""
+
+    def children(self, parent_id: str) -> list[ChildRow]:
+        """The runs started by ``parent_id``'s steps, oldest first."""
 
     def run_counts(self, where: RunFilter) -> dict[str, int]:
         """How many runs there are per status (statuses with none are left out)."""

@@ -25,7 +25,7 @@ def _load(value: Any) -> Any:
 
 RUN_COLUMNS = (
     "run_id, workflow, version, fingerprint, queue, trigger, status, payload, context, error, "
-    "idempotency_key, payload_hash, rev, created_at, updated_at, gate, command_keys"
+    "idempotency_key, payload_hash, rev, created_at, updated_at, gate, command_keys, parent"
 )
 
 
@@ -49,6 +49,8 @@ def run_params(state: RunState) -> dict[str, Any]:
         "updated_at": state.updated_at,
         "gate": dump(state.gate),
         "command_keys": dump(state.command_keys),
+        "parent": dump(state.parent),
+        "parent_id": None if state.parent is None else state.parent["run_id"],
     }
 
 
@@ -89,6 +91,7 @@ def attempt_params(state: RunState, a: AttemptState) -> dict[str, Any]:
         "finished_at": a.finished_at,
         "output": dump(a.output),
         "error": dump(a.error),
+        "finished_rev": a.finished_rev,
     }
 
 
@@ -112,6 +115,7 @@ def state_from_rows(run: Sequence[Any], attempts: Sequence[Sequence[Any]]) -> Ru
         updated_at,
         gate,
         command_keys,
+        parent,
     ) = run
     loaded = {}
     for row in attempts:
@@ -132,6 +136,7 @@ def state_from_rows(run: Sequence[Any], attempts: Sequence[Sequence[Any]]) -> Ru
             finished_at=row[13],
             output=_load(row[14]),
             error=_load(row[15]),
+            finished_rev=row[16],
         )
         loaded[a.key] = a
     return RunState(
@@ -152,6 +157,7 @@ def state_from_rows(run: Sequence[Any], attempts: Sequence[Sequence[Any]]) -> Ru
         error=_load(error),
         gate=_load(gate),
         command_keys=_load(command_keys),
+        parent=_load(parent),
         attempts=dict(sorted(loaded.items())),
     )
 

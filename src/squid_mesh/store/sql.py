@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from squid_mesh.journal.facts import Entry
 from squid_mesh.journal.fold import RunState
 from squid_mesh.store import rows
-from squid_mesh.store.base import RunFilter, RunRow
+from squid_mesh.store.base import ChildRow, RunFilter, RunRow
 from squid_mesh.store.queries import load_migrations
 
 # The catalog fragment that adds each RunFilter field to a listing's WHERE clause.
@@ -149,6 +149,22 @@ class SqlTx:
         return [
             RunRow(str(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), str(r[5]), r[6], r[7])
             for r in self._cur.fetchall()
+        ]
+
+    def children(self, parent_id: str) -> list[ChildRow]:
+        """See :meth:`squid_mesh.store.base.Tx.children`."""
+        return [
+            ChildRow(
+                run_id=str(run_id),
+                workflow=str(workflow),
+                status=str(status),
+                child_key=str(json.loads(parent)["child_key"]),
+                context=json.loads(context),
+                error=None if error is None else json.loads(error),
+            )
+            for run_id, workflow, status, parent, context, error in self.query(
+                "children", {"parent_id": parent_id}
+            )
         ]
 
     def run_counts(self, where: RunFilter) -> dict[str, int]:

@@ -19,11 +19,11 @@
 -- load_attempts column order (float8 prints its shortest exact form, so times survive JSON).
 SELECT r.run_id, r.workflow, r.version, r.fingerprint, r.queue, r.trigger, r.status, r.payload,
        r.context, r.error, r.idempotency_key, r.payload_hash, r.rev, r.created_at, r.updated_at,
-       r.gate, r.command_keys,
+       r.gate, r.command_keys, r.parent,
        (SELECT coalesce(json_agg(json_build_array(
                    a.key, a.step, a.visit, a.number, a.queue, a.status, a.input::json, a.visible_at,
                    a.claim_hash, a.owner, a.lease_until, a.claims, a.started_at, a.finished_at,
-                   a.output::json, a.error::json)), '[]')::text
+                   a.output::json, a.error::json, a.finished_rev)), '[]')::text
           FROM squid_mesh_attempts a
          WHERE a.run_id = r.run_id) AS attempts
   FROM squid_mesh_runs r
@@ -39,11 +39,11 @@ SELECT r.run_id, r.workflow, r.version, r.fingerprint, r.queue, r.trigger, r.sta
 -- so the second read is consistent).
 SELECT r.run_id, r.workflow, r.version, r.fingerprint, r.queue, r.trigger, r.status, r.payload,
        r.context, r.error, r.idempotency_key, r.payload_hash, r.rev, r.created_at, r.updated_at,
-       r.gate, r.command_keys,
+       r.gate, r.command_keys, r.parent,
        (SELECT coalesce(json_agg(json_build_array(
                    a.key, a.step, a.visit, a.number, a.queue, a.status, a.input::json, a.visible_at,
                    a.claim_hash, a.owner, a.lease_until, a.claims, a.started_at, a.finished_at,
-                   a.output::json, a.error::json)), '[]')::text
+                   a.output::json, a.error::json, a.finished_rev)), '[]')::text
           FROM squid_mesh_attempts a
          WHERE a.run_id = r.run_id) AS attempts,
        (SELECT max(f.seq) FROM squid_mesh_facts f WHERE f.run_id = r.run_id) AS snapshot_rev
@@ -63,11 +63,12 @@ SELECT run_id FROM squid_mesh_runs
 WITH run AS (
     INSERT INTO squid_mesh_runs (run_id, workflow, version, fingerprint, queue, trigger, status,
                                  payload, context, error, idempotency_key, payload_hash, rev,
-                                 created_at, updated_at, gate, command_keys)
+                                 created_at, updated_at, gate, command_keys, parent,
+                                 parent_id)
     VALUES (%(run_id)s, %(workflow)s, %(version)s, %(fingerprint)s, %(queue)s, %(trigger)s,
             %(status)s, %(payload)s, %(context)s, %(error)s, %(idempotency_key)s,
             %(payload_hash)s, %(rev)s, %(created_at)s, %(updated_at)s, %(gate)s,
-            %(command_keys)s)
+            %(command_keys)s, %(parent)s, %(parent_id)s)
     ON CONFLICT DO NOTHING
     RETURNING run_id
 ), facts AS (
@@ -78,16 +79,17 @@ WITH run AS (
 ), attempts AS (
     INSERT INTO squid_mesh_attempts (run_id, key, step, visit, number, queue, wf_key, status,
                                      input, visible_at, due_at, claim_hash, owner, lease_until,
-                                     claims, started_at, finished_at, output, error)
+                                     claims, started_at, finished_at, output, error,
+                                     finished_rev)
     SELECT run.run_id, a.key, a.step, a.visit, a.number, a.queue, a.wf_key, a.status, a.input,
            a.visible_at, a.due_at, a.claim_hash, a.owner, a.lease_until, a.claims, a.started_at,
-           a.finished_at, a.output, a.error
+           a.finished_at, a.output, a.error, a.finished_rev
       FROM run, json_to_recordset(%(attempts)s::json)
            AS a(key text, step text, visit integer, number integer, queue text, wf_key text,
                 status text, input text, visible_at double precision, due_at double precision,
                 claim_hash text, owner text, lease_until double precision, claims integer,
                 started_at double precision, finished_at double precision, output text,
-                error text)
+                error text, finished_rev integer)
 )
 SELECT run_id FROM run;
 
@@ -112,21 +114,23 @@ WITH run AS (
 ), attempts AS (
     INSERT INTO squid_mesh_attempts (run_id, key, step, visit, number, queue, wf_key, status,
                                      input, visible_at, due_at, claim_hash, owner, lease_until,
-                                     claims, started_at, finished_at, output, error)
+                                     claims, started_at, finished_at, output, error,
+                                     finished_rev)
     SELECT run.run_id, a.key, a.step, a.visit, a.number, a.queue, a.wf_key, a.status, a.input,
            a.visible_at, a.due_at, a.claim_hash, a.owner, a.lease_until, a.claims, a.started_at,
-           a.finished_at, a.output, a.error
+           a.finished_at, a.output, a.error, a.finished_rev
       FROM run, json_to_recordset(%(attempts)s::json)
            AS a(key text, step text, visit integer, number integer, queue text, wf_key text,
                 status text, input text, visible_at double precision, due_at double precision,
                 claim_hash text, owner text, lease_until double precision, claims integer,
                 started_at double precision, finished_at double precision, output text,
-                error text)
+                error text, finished_rev integer)
     ON CONFLICT (run_id, key) DO UPDATE
        SET status = excluded.status, due_at = excluded.due_at, claim_hash = excluded.claim_hash,
            owner = excluded.owner, lease_until = excluded.lease_until, claims = excluded.claims,
            started_at = excluded.started_at, finished_at = excluded.finished_at,
-           output = excluded.output, error = excluded.error
+           output = excluded.output, error = excluded.error,
+           finished_rev = excluded.finished_rev
 )
 SELECT count(*) FROM run;
 
@@ -168,11 +172,11 @@ WITH candidate AS (
 )
 SELECT c.key, r.run_id, r.workflow, r.version, r.fingerprint, r.queue, r.trigger, r.status,
        r.payload, r.context, r.error, r.idempotency_key, r.payload_hash, r.rev, r.created_at,
-       r.updated_at, r.gate, r.command_keys,
+       r.updated_at, r.gate, r.command_keys, r.parent,
        (SELECT coalesce(json_agg(json_build_array(
                    a.key, a.step, a.visit, a.number, a.queue, a.status, a.input::json, a.visible_at,
                    a.claim_hash, a.owner, a.lease_until, a.claims, a.started_at, a.finished_at,
-                   a.output::json, a.error::json)), '[]')::text
+                   a.output::json, a.error::json, a.finished_rev)), '[]')::text
           FROM squid_mesh_attempts a
          WHERE a.run_id = r.run_id) AS attempts
   FROM candidate c
@@ -212,6 +216,13 @@ AND created_at > %(started_after)s
 -- name: filter_before
 -- The cursor: rows strictly after the previous page's last row in newest-first order.
 AND (created_at, run_id) < (%(before_at)s, %(before_id)s)
+
+-- name: children
+-- A run's child runs in the order they were started (the partial index of migration 0004).
+SELECT run_id, workflow, status, parent, context, error
+  FROM squid_mesh_runs
+ WHERE parent_id = %(parent_id)s
+ ORDER BY created_at, run_id;
 
 -- name: run_ids_page
 SELECT run_id FROM squid_mesh_runs WHERE run_id > %(after)s ORDER BY run_id LIMIT %(limit)s;

@@ -7,20 +7,22 @@
 
 -- name: load_run
 SELECT run_id, workflow, version, fingerprint, queue, trigger, status, payload, context, error,
-       idempotency_key, payload_hash, rev, created_at, updated_at, gate, command_keys
+       idempotency_key, payload_hash, rev, created_at, updated_at, gate, command_keys,
+       parent
   FROM squid_mesh_runs
  WHERE run_id = :run_id;
 
 -- name: load_run_for_update
 -- The IMMEDIATE transaction already holds the write lock: no row lock exists or is needed.
 SELECT run_id, workflow, version, fingerprint, queue, trigger, status, payload, context, error,
-       idempotency_key, payload_hash, rev, created_at, updated_at, gate, command_keys
+       idempotency_key, payload_hash, rev, created_at, updated_at, gate, command_keys,
+       parent
   FROM squid_mesh_runs
  WHERE run_id = :run_id;
 
 -- name: load_attempts
 SELECT key, step, visit, number, queue, status, input, visible_at, claim_hash, owner, lease_until,
-       claims, started_at, finished_at, output, error
+       claims, started_at, finished_at, output, error, finished_rev
   FROM squid_mesh_attempts
  WHERE run_id = :run_id;
 
@@ -31,10 +33,10 @@ SELECT run_id FROM squid_mesh_runs WHERE workflow = :workflow AND idempotency_ke
 -- DO NOTHING on any unique conflict (run id or idempotency key): the engine then reads the winner.
 INSERT INTO squid_mesh_runs (run_id, workflow, version, fingerprint, queue, trigger, status, payload,
                              context, error, idempotency_key, payload_hash, rev, created_at,
-                             updated_at, gate, command_keys)
+                             updated_at, gate, command_keys, parent, parent_id)
 VALUES (:run_id, :workflow, :version, :fingerprint, :queue, :trigger, :status, :payload, :context,
         :error, :idempotency_key, :payload_hash, :rev, :created_at, :updated_at, :gate,
-        :command_keys)
+        :command_keys, :parent, :parent_id)
 ON CONFLICT DO NOTHING
 RETURNING run_id;
 
@@ -49,15 +51,15 @@ UPDATE squid_mesh_runs
 -- name: upsert_attempt
 INSERT INTO squid_mesh_attempts (run_id, key, step, visit, number, queue, wf_key, status, input,
                                  visible_at, due_at, claim_hash, owner, lease_until, claims,
-                                 started_at, finished_at, output, error)
+                                 started_at, finished_at, output, error, finished_rev)
 VALUES (:run_id, :key, :step, :visit, :number, :queue, :wf_key, :status, :input, :visible_at,
         :due_at, :claim_hash, :owner, :lease_until, :claims, :started_at, :finished_at, :output,
-        :error)
+        :error, :finished_rev)
 ON CONFLICT (run_id, key) DO UPDATE
    SET status = excluded.status, due_at = excluded.due_at, claim_hash = excluded.claim_hash,
        owner = excluded.owner, lease_until = excluded.lease_until, claims = excluded.claims,
        started_at = excluded.started_at, finished_at = excluded.finished_at,
-       output = excluded.output, error = excluded.error;
+       output = excluded.output, error = excluded.error, finished_rev = excluded.finished_rev;
 
 -- name: insert_fact
 INSERT INTO squid_mesh_facts (run_id, seq, kind, at, data) VALUES (:run_id, :seq, :kind, :at, :data);
@@ -121,6 +123,13 @@ AND created_at > :started_after
 -- name: filter_before
 -- The cursor: rows strictly after the previous page's last row in newest-first order.
 AND (created_at, run_id) < (:before_at, :before_id)
+
+-- name: children
+-- A run's child runs in the order they were started (the partial index of migration 0004).
+SELECT run_id, workflow, status, parent, context, error
+  FROM squid_mesh_runs
+ WHERE parent_id = :parent_id
+ ORDER BY created_at, run_id;
 
 -- name: run_ids_page
 SELECT run_id FROM squid_mesh_runs WHERE run_id > :after ORDER BY run_id LIMIT :limit;
