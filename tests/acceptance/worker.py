@@ -38,6 +38,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--tag", default=None, help="what steps see as WORKER['tag'] (owner)")
     parser.add_argument("--hold", action="store_true", help="held steps wait for a release file")
     parser.add_argument("--barrier", default=None, help="directory of a start barrier")
+    parser.add_argument("--approve", default=None, help="approve this run first, then drain")
     return parser.parse_args(argv)
 
 
@@ -88,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     with sm.connect(args.db, workflows=workflows.all_workflows()) as mesh:
         if args.barrier:
             wait_at_barrier(Path(args.barrier), args.owner)
+        if args.approve:
+            snap = mesh.approve(args.approve, actor=args.owner, comment="after a restart")
+            emit(json.dumps({"approved": snap.id, "status": str(snap.status)}))
         if args.mode == "migrate":
             mesh.migrate()
             emit(json.dumps({"migrated": True}))

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -131,6 +133,92 @@ def join() -> sm.Workflow:
     return wf
 
 
+def _die_if(flag: Path) -> None:
+    """SIGKILL this very process when ``flag`` exists (removing it, so the next try goes on)."""
+    if flag.exists():
+        flag.unlink()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def ledger() -> sm.Workflow:
+    """A transactional step that writes a host row, then dies by SIGKILL once if ``<dir>/die``."""
+    wf = sm.Workflow("acc_ledger", version="1")
+
+    @wf.step(transactional=True)
+    def book(input: dict[str, Any], ctx: sm.StepContext) -> dict[str, Any]:
+        mark = "?" if isinstance(ctx.db, sqlite3.Cursor) else "%s"
+        ctx.db.execute(
+            f"INSERT INTO acc_ledger (run_id, pid) VALUES ({mark}, {mark})",
+            (ctx.run_id, os.getpid()),
+        )
+        _die_if(Path(input["dir"]) / "die")  # after the write, before the commit
+        return {"booked_by": os.getpid()}
+
+    wf.transition("book", to=sm.COMPLETE)
+    return wf
+
+
+def saga() -> sm.Workflow:
+    """reserve, authorize, capture (fails); undoing authorize dies by SIGKILL once if asked.
+
+    Every compensation that starts appends its name to ``<dir>/undo.log``.
+    """
+    wf = sm.Workflow("acc_saga", version="1")
+
+    def logged(name: str) -> Any:
+        def undo(input: dict[str, Any], ctx: sm.StepContext) -> dict[str, Any]:
+            folder = Path(input["input"]["dir"])
+            with open(folder / "undo.log", "a", encoding="utf-8") as log:
+                log.write(name + "\n")
+            _die_if(folder / f"die_in_{name}")
+            return {"undone": name}
+
+        return undo
+
+    @wf.step(compensate=logged("release"))
+    def reserve(input: dict[str, Any], ctx: sm.StepContext) -> dict[str, Any]:
+        return {"reserved": True}
+
+    @wf.step(compensate=logged("void"))
+    def authorize(input: dict[str, Any], ctx: sm.StepContext) -> dict[str, Any]:
+        return {"authorized": True}
+
+    @wf.step()
+    def capture(input: dict[str, Any], ctx: sm.StepContext) -> dict[str, Any]:
+        raise sm.Fail("card declined", code="declined")
+
+    wf.transition("reserve", to="authorize")
+    wf.transition("authorize", to="capture")
+    wf.transition("capture", to=sm.COMPLETE)
+    return wf
+
+
+def gated() -> sm.Workflow:
+    """prepare, an approval gate, then ship (approved) or drop (rejected)."""
+    wf = sm.Workflow("acc_gated", version="1")
+
+    @wf.step()
+    def prepare(input: dict[str, Any], ctx: sm.StepContext) -> dict[str, Any]:
+        return {"prepared_by": os.getpid()}
+
+    wf.approval("sign_off", output="approval")
+
+    @wf.step()
+    def ship(input: dict[str, Any], ctx: sm.StepContext) -> dict[str, Any]:
+        return {"shipped_by": os.getpid()}
+
+    @wf.step()
+    def drop(input: dict[str, Any], ctx: sm.StepContext) -> dict[str, Any]:
+        return {"dropped": True}
+
+    wf.transition("prepare", to="sign_off")
+    wf.transition("sign_off", to="ship")
+    wf.transition("sign_off", to="drop", on="error")
+    wf.transition("ship", to=sm.COMPLETE)
+    wf.transition("drop", to=sm.COMPLETE)
+    return wf
+
+
 def all_workflows() -> list[sm.Workflow]:
     """Every acceptance workflow (the test process and the workers register the same set)."""
-    return [three_steps(), sleepy(), contended(), flaky(), join()]
+    return [three_steps(), sleepy(), contended(), flaky(), join(), ledger(), saga(), gated()]

@@ -66,6 +66,7 @@ class Step:
     compensate: StepFn | None = None
     compensate_retry: RetryPolicy | None = None
     irreversible: bool = False
+    transactional: bool = False
 
     @property
     def wait_seconds(self) -> float:
@@ -82,6 +83,7 @@ class Step:
             if self.compensate is None or self.compensate_retry is None
             else self.compensate_retry.describe(),
             "irreversible": self.irreversible,
+            "transactional": self.transactional,
             "retry": self.retry.describe(),
             "input": None if self.input is None else self.input.describe(),
             "output": self.output,
@@ -201,6 +203,7 @@ class Workflow:
         compensate: StepFn | None = None,
         compensate_retry: RetryPolicy | None = None,
         irreversible: bool = False,
+        transactional: bool = False,
     ) -> Callable[[F], F]:
         """Declare the decorated callable ``fn(input: dict, ctx: StepContext) -> dict | None`` a step.
 
@@ -223,6 +226,10 @@ class Workflow:
             compensate_retry: the compensation's retry policy (3 attempts, exponential backoff
                 from 1 to 30 s, by default).
             irreversible: the step cannot be undone (it may not declare ``compensate``).
+            transactional: run the step inside the transaction that records it, with
+                ``ctx.db`` a cursor on it: its own writes commit with its completion or not at
+                all. It holds the run's lock (on SQLite the database's write lock) while it
+                runs: keep it short, and it cannot heartbeat or start child runs.
 
         Example:
             >>> import squid_mesh as sm
@@ -255,6 +262,8 @@ class Workflow:
                 raise DefinitionError(f"{where}: max_visits must be an integer >= 1")
             deps = _dependencies(after, where)
             undo_policy = _compensation(compensate, compensate_retry, irreversible, where)
+            if not isinstance(transactional, bool):
+                raise DefinitionError(f"{where}: transactional must be True or False")
             if entry and self._entry is not None:
                 raise DefinitionError(
                     f"{where}: entry=True, but step {self._entry!r} is already the entry step"
@@ -271,6 +280,7 @@ class Workflow:
                 compensate=compensate,
                 compensate_retry=undo_policy,
                 irreversible=irreversible,
+                transactional=transactional,
             )
             if entry:
                 self._entry = step_name

@@ -43,6 +43,7 @@ class StepContext:
         heartbeat: Callable[[], str | None],
         run_status: Callable[[], str],
         start_child: Callable[[Any, Any, Any, Any], str] | None = None,
+        db: Any = None,
     ) -> None:
         self.run_id = run_id
         self.workflow = workflow
@@ -55,7 +56,27 @@ class StepContext:
         self._heartbeat = heartbeat
         self._run_status = run_status
         self._start_child = start_child
+        self._db = db
         self._ended: str | None = None
+
+    @property
+    def db(self) -> Any:
+        """In a ``transactional=True`` step: a cursor on the transaction that records the step.
+
+        What the step writes through it commits together with the step's completion, or not at
+        all (a failure rolls it back; a crash before the commit leaves nothing). It is the
+        store's own DB-API cursor: ``sqlite3`` (``?`` or ``:name`` parameters) or psycopg
+        (``%s`` or ``%(name)s``).
+
+        Example:
+            >>> def reserve(input, ctx):
+            ...     ctx.db.execute("INSERT INTO ledger (entry) VALUES (?)", ("reserve",))
+        """
+        if self._db is None:
+            raise RuntimeError(
+                f"step {self.step!r}: ctx.db exists only in steps declared transactional=True"
+            )
+        return self._db
 
     def start_child(
         self,
@@ -80,7 +101,10 @@ class StepContext:
             ...     return {"invited": len(input["emails"])}
         """
         if self._start_child is None:
-            raise RuntimeError("start_child is only available inside a running step")
+            raise RuntimeError(
+                f"step {self.step!r}: start_child is not available in a transactional step "
+                "(the child would start in another transaction)"
+            )
         return self._start_child(workflow, payload, child_key, queue)
 
     @property

@@ -38,6 +38,7 @@ from squid_mesh.errors import (
 )
 from squid_mesh.journal import facts as f
 from squid_mesh.journal.fold import (
+    AttemptState,
     AttemptStatus,
     RunState,
     RunStatus,
@@ -430,6 +431,9 @@ class Engine:
                     "as loaded here (the definition changed without a new version)",
                 )
             )
+        elif step.transactional:
+            # Runs later, inside the transaction that records it (see _finish).
+            result = planner.StepResult()
         else:
             ctx = StepContext(
                 run_id=state.run_id,
@@ -460,6 +464,7 @@ class Engine:
             prefetch=prefetch,
             queue=queue,
             awaits_children=step is not None and step.kind == "children",
+            inside=None if step is None or not step.transactional else step,
         )
         if held is not None:
             self._held[slot] = held
@@ -546,15 +551,24 @@ class Engine:
         prefetch: bool,
         queue: str,
         awaits_children: bool = False,
+        inside: Step | None = None,
     ) -> tuple[Execution, Claim | None]:
+        """Record what the step did (and, with ``prefetch``, claim the next attempt).
+
+        ``inside``: a transactional step, run here, inside the recording transaction, after the
+        run is locked and the claim checked; its own writes commit with its completion.
+        """
         done_at = self.clock() if now is None else now
         rand = self.entropy.fraction()
         claimed = claim.attempt
         run_id = claim.state.run_id
 
         def decide(
-            state: RunState, children: list[ChildRow] | None = None
+            state: RunState,
+            children: list[ChildRow] | None = None,
+            outcome_of_step: planner.StepResult = result,
         ) -> tuple[Execution, RunState, list[f.Entry], Claim | None]:
+            result = outcome_of_step
             attempt = state.attempts.get(claimed.key)
             held: Claim | None = None
             entries: list[f.Entry] = []
@@ -605,33 +619,90 @@ class Engine:
                 held = self._claim_in(tx, queue, claim.owner, claim.lease, done_at, strict=False)
             return execution, held
 
-        # An await step decides on the run's children, read under the run's lock (see
-        # _after_save): it always takes the locked path.
-        if self.store.decides_on_cached_state and not awaits_children:
-            # Optimistic first: decide on the run as this worker's claim left it, without reading
-            # it again. If anything changed it since (a heartbeat, a cancel), the save's revision
-            # guard refuses the write (Conflict), nothing is kept, and the locked path below
-            # decides again on the run as it is now.
-            decided = decide(claim.state)
-            execution, after, entries, held = decided
-            try:
-                wakes = after.parent is not None and after.status.terminal
-                if entries and (held is not None or not prefetch) and not wakes:
-                    # The whole write is one statement: no BEGIN/COMMIT round trips for it.
-                    with self.store.single_write() as tx:
-                        tx.save(claim.state, after, entries)
-                    return execution, held
-                with self.store.transaction() as tx:
-                    return write(tx, claim.state, decided)
-            except Conflict:
-                pass
+        # An await step decides on the run's children, and a transactional step runs, under
+        # the run's lock: both always take the locked path.
+        if self.store.decides_on_cached_state and not awaits_children and inside is None:
+            done = self._record_optimistic(claim, decide(claim.state), write, prefetch=prefetch)
+            if done is not None:
+                return done
 
         def record(tx: Tx) -> tuple[Execution, Claim | None]:
             state = self._load(tx, run_id, lock=True)
             children = tx.children(run_id) if awaits_children else None
+            attempt = state.attempts.get(claimed.key)
+            runs_here = (
+                inside is not None
+                and attempt is not None
+                and planner.claim_is_current(attempt, claim.claim_hash)
+                and not state.status.terminal
+                and attempt.status is AttemptStatus.RUNNING
+            )
+            if runs_here and inside is not None and attempt is not None:
+                outcome = self._run_inside(tx, inside, state, attempt)
+                return write(tx, state, decide(state, children, outcome))
             return write(tx, state, decide(state, children))
 
         return self.transact(record)
+
+    def _record_optimistic(
+        self,
+        claim: Claim,
+        decided: tuple[Execution, RunState, list[f.Entry], Claim | None],
+        write: Callable[
+            [Tx, RunState, tuple[Execution, RunState, list[f.Entry], Claim | None]],
+            tuple[Execution, Claim | None],
+        ],
+        *,
+        prefetch: bool,
+    ) -> tuple[Execution, Claim | None] | None:
+        """Record on the run as this worker's claim left it, without reading it again.
+
+        If anything changed the run since (a heartbeat, a cancel), the save's revision guard
+        refuses the write (Conflict), nothing is kept, and ``None`` sends the caller down the
+        locked path, which decides again on the run as it is now.
+        """
+        execution, after, entries, held = decided
+        try:
+            wakes = after.parent is not None and after.status.terminal
+            if entries and (held is not None or not prefetch) and not wakes:
+                # The whole write is one statement: no BEGIN/COMMIT round trips for it.
+                with self.store.single_write() as tx:
+                    tx.save(claim.state, after, entries)
+                return execution, held
+            with self.store.transaction() as tx:
+                return write(tx, claim.state, decided)
+        except Conflict:
+            return None
+
+    def _run_inside(
+        self, tx: Tx, step: Step, state: RunState, attempt: AttemptState
+    ) -> planner.StepResult:
+        """Run a transactional step on the recording transaction, behind a savepoint.
+
+        A failure rolls the step's own writes back to the savepoint, and the failure is recorded
+        in the same transaction; a crash anywhere before the commit leaves nothing at all.
+        """
+        ctx = StepContext(
+            run_id=state.run_id,
+            workflow=state.workflow,
+            version=state.version,
+            step=attempt.step,
+            attempt=attempt.number,
+            visit=attempt.visit,
+            state=state.view,
+            # The run's row is locked until this transaction ends: no one can cancel it or take
+            # the attempt over meanwhile, so there is nothing to extend and nothing to see.
+            heartbeat=lambda: None,
+            run_status=lambda: state.status.value,
+            db=tx.host_cursor(),
+        )
+        tx.savepoint()
+        outcome = run_step(step, attempt.input, ctx)
+        if outcome.ok:
+            tx.release_savepoint()
+        else:
+            tx.rollback_to_savepoint()
+        return outcome
 
     def release_held(self) -> int:
         """Give back every claim prefetched and not yet run (at shutdown); return how many."""

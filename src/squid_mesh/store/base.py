@@ -92,6 +92,22 @@ class Tx(Protocol):
     ) -> list[RunRow]:
         """Up to ``limit`` runs newest first (by start time, then id), after the ``before`` key."""
 
+    def host_cursor(self) -> Any:
+        """The transaction's DB-API cursor, handed to a transactional step as ``ctx.db``."""
+
+    def savepoint(self) -> None:
+        """Mark a savepoint inside the transaction.
+
+        ``release_savepoint`` keeps what followed it; ``rollback_to_savepoint`` undoes it and
+        the transaction goes on.
+        """
+
+    def release_savepoint(self) -> None:
+        """Keep the writes made since :meth:`savepoint`."""
+
+    def rollback_to_savepoint(self) -> None:
+        """Undo the writes made since :meth:`savepoint`."""
+
     def children(self, parent_id: str) -> list[ChildRow]:
         """The runs started by ``parent_id``'s steps, oldest first."""
 

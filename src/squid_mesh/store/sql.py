@@ -151,6 +151,22 @@ class SqlTx:
             for r in self._cur.fetchall()
         ]
 
+    def host_cursor(self) -> Any:
+        """See :meth:`squid_mesh.store.base.Tx.host_cursor`."""
+        return self._cur
+
+    def savepoint(self) -> None:
+        """See :meth:`squid_mesh.store.base.Tx.savepoint`."""
+        self.command("savepoint")
+
+    def release_savepoint(self) -> None:
+        """See :meth:`squid_mesh.store.base.Tx.savepoint`."""
+        self.command("release_savepoint")
+
+    def rollback_to_savepoint(self) -> None:
+        """See :meth:`squid_mesh.store.base.Tx.savepoint`."""
+        self.command("rollback_to_savepoint")
+
     def children(self, parent_id: str) -> list[ChildRow]:
         """See :meth:`squid_mesh.store.base.Tx.children`."""
         return [

@@ -131,6 +131,16 @@ SELECT run_id, workflow, status, parent, context, error
  WHERE parent_id = :parent_id
  ORDER BY created_at, run_id;
 
+-- name: savepoint
+-- Around a transactional step: its own writes can be undone without losing the transaction.
+SAVEPOINT squid_mesh_step;
+
+-- name: release_savepoint
+RELEASE SAVEPOINT squid_mesh_step;
+
+-- name: rollback_to_savepoint
+ROLLBACK TO SAVEPOINT squid_mesh_step;
+
 -- name: run_ids_page
 SELECT run_id FROM squid_mesh_runs WHERE run_id > :after ORDER BY run_id LIMIT :limit;
 
