@@ -290,10 +290,15 @@ def _end_live(state: RunState, status: AttemptStatus) -> dict[str, AttemptState]
 
 
 def _cancelled(state: RunState, entry: f.Entry) -> RunState:
+    error = state.error
+    if error is not None and error.get("compensation") == "running":
+        # Cancelled while undoing a failure: the compensations left are not run.
+        error = {**error, "compensation": "cancelled"}
     return replace(
         state,
         status=RunStatus.CANCELLED,
         gate=None,
+        error=error,
         attempts=_end_live(state, AttemptStatus.CANCELLED),
     )
 

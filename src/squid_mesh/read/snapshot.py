@@ -115,7 +115,10 @@ class RunSnapshot:
 
     @property
     def compensation(self) -> str | None:
-        """``running``, ``completed`` or ``failed`` once the run's failure started compensations."""
+        """Where undoing a failure stands: ``running``, ``completed``, ``failed`` or ``cancelled``.
+
+        ``None`` when no compensation ever started.
+        """
         value = (self.error or {}).get("compensation")
         return None if value is None else str(value)
 
