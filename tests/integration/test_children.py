@@ -6,6 +6,7 @@ from typing import Any
 
 import squid_mesh as sm
 from tests.conftest import MeshFactory
+from tests.support.clock import FakeClock
 
 
 def invite(fails_for: str = "") -> sm.Workflow:
@@ -246,3 +247,30 @@ def test_a_cancelled_parent_cannot_start_children(make_mesh: MeshFactory) -> Non
     drain(mesh)
     assert len(errors) == 1 and "cannot start a child of" in str(errors[0])
     assert mesh.inspect_run(run.id).children == ()
+
+
+def test_a_retried_parent_step_gets_the_child_its_first_attempt_started(
+    make_mesh: MeshFactory, clock: FakeClock
+) -> None:
+    children: list[str] = []
+    wf = sm.Workflow("flaky_parent", version="1")
+
+    @wf.step(retry=sm.RetryPolicy(max_attempts=2, backoff=sm.Backoff.fixed(1)))
+    def spawn(input: dict, ctx: sm.StepContext) -> dict:
+        children.append(ctx.start_child("invite", {"email": "a@x.io"}, child_key="only"))
+        if ctx.attempt == 1:
+            raise RuntimeError("crashed after starting the child")
+        return {"child": children[-1]}
+
+    wf.transition("spawn", to=sm.COMPLETE)
+    mesh = make_mesh([wf, invite()])
+    run = mesh.start("flaky_parent", {})
+    first = mesh.execute_next(owner_id="w")
+    assert first is not None and first.outcome == "retry_scheduled"
+    clock.advance(1)
+    second = mesh.execute_next(owner_id="w")
+    assert second is not None and second.outcome == "completed"
+    assert len(children) == 2 and children[0] == children[1]
+    snap = mesh.inspect_run(run.id)
+    assert [c.run_id for c in snap.children] == [children[0]]
+    assert snap.context["child"] == children[0]
