@@ -31,6 +31,16 @@ def db_url(backend: str, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
+def machine_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    """For a state machine: one Postgres database per test (emptied per example), or nothing."""
+    if backend == "postgres":
+        with database("postgres", tmp_path) as url:
+            yield url
+    else:
+        yield ""
+
+
+@pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
 

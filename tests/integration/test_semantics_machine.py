@@ -12,9 +12,6 @@ undone at most once and in reverse completion order, and a repeated command key 
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +30,7 @@ from hypothesis.stateful import (
 
 import squid_mesh as sm
 from tests.support.clock import START, FakeClock
-from tests.support.databases import database
+from tests.support.machines import example_url, machine_for
 
 LEASE = 5.0
 MAX_ATTEMPTS = 2
@@ -46,8 +43,6 @@ SETTINGS = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-
-_files = itertools.count()
 
 
 class Crash(BaseException):
@@ -83,16 +78,7 @@ class SemanticsMachine(RuleBasedStateMachine):
     # -- set-up -----------------------------------------------------------------------------
 
     def _connect(self) -> sm.Mesh:
-        if self.backend == "postgres":
-            import psycopg
-
-            with psycopg.connect(self.url, autocommit=True) as conn:
-                conn.execute(
-                    "TRUNCATE squid_mesh_facts, squid_mesh_attempts, squid_mesh_runs CASCADE"
-                )
-            url = self.url
-        else:
-            url = f"sqlite:///{self.tmp / f'semantics-{next(_files)}.db'}"
+        url = example_url(self.backend, self.url, self.tmp)
         mesh = sm.connect(
             url,
             workflows=[self._gated(), self._fan()],
@@ -297,24 +283,9 @@ class SemanticsMachine(RuleBasedStateMachine):
         self.mesh.close()
 
 
-def machine_for(backend: str, url: str, tmp: Path) -> type[SemanticsMachine]:
-    return type(
-        f"SemanticsMachine_{backend}",
-        (SemanticsMachine,),
-        {"backend": backend, "url": url, "tmp": tmp},
-    )
-
-
-@pytest.fixture
-def machine_url(backend: str, tmp_path: Path) -> Iterator[str]:
-    with ExitStack() as stack:
-        if backend == "postgres":
-            yield stack.enter_context(database("postgres", tmp_path))
-        else:
-            yield ""
-
-
 def test_gates_joins_and_compensations_stay_consistent_under_random_commands(
     backend: str, machine_url: str, tmp_path: Path
 ) -> None:
-    run_state_machine_as_test(machine_for(backend, machine_url, tmp_path), settings=SETTINGS)
+    run_state_machine_as_test(
+        machine_for(SemanticsMachine, backend, machine_url, tmp_path), settings=SETTINGS
+    )

@@ -10,9 +10,6 @@ numbers stay within ``max_attempts`` and a state-machine run has at most one liv
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +28,7 @@ from hypothesis.stateful import (
 
 import squid_mesh as sm
 from tests.support.clock import START, FakeClock
-from tests.support.databases import database
+from tests.support.machines import example_url, machine_for
 
 LEASE = 5.0
 OWNERS = ("w1", "w2")
@@ -46,8 +43,6 @@ SETTINGS = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-
-_files = itertools.count()
 
 
 class Crash(BaseException):
@@ -134,16 +129,7 @@ class MeshMachine(RuleBasedStateMachine):
     # -- set-up -----------------------------------------------------------------------------
 
     def _connect(self) -> sm.Mesh:
-        if self.backend == "postgres":
-            import psycopg
-
-            with psycopg.connect(self.url, autocommit=True) as conn:
-                conn.execute(
-                    "TRUNCATE squid_mesh_facts, squid_mesh_attempts, squid_mesh_runs CASCADE"
-                )
-            url = self.url
-        else:
-            url = f"sqlite:///{self.tmp / f'machine-{next(_files)}.db'}"
+        url = example_url(self.backend, self.url, self.tmp)
         mesh = sm.connect(
             url, workflows=[self._workflow()], clock=self.clock, entropy=sm.SeededEntropy(7)
         )
@@ -444,25 +430,9 @@ class MeshMachine(RuleBasedStateMachine):
             assert later == [] and snap.revision == frozen.revision
 
 
-def machine_for(backend: str, url: str, tmp: Path) -> type[MeshMachine]:
-    return type(
-        f"MeshMachine_{backend}",
-        (MeshMachine,),
-        {"backend": backend, "url": url, "tmp": tmp},
-    )
-
-
-@pytest.fixture
-def machine_url(backend: str, tmp_path: Path) -> Iterator[str]:
-    """One Postgres database per test (truncated between examples); SQLite gets a file per example."""
-    with ExitStack() as stack:
-        if backend == "postgres":
-            yield stack.enter_context(database("postgres", tmp_path))
-        else:
-            yield ""
-
-
 def test_runs_stay_consistent_under_random_commands(
     backend: str, machine_url: str, tmp_path: Path
 ) -> None:
-    run_state_machine_as_test(machine_for(backend, machine_url, tmp_path), settings=SETTINGS)
+    run_state_machine_as_test(
+        machine_for(MeshMachine, backend, machine_url, tmp_path), settings=SETTINGS
+    )

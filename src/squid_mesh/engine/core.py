@@ -85,6 +85,20 @@ def _runnable_step(d: Definition, name: str) -> Step | None:
     )
 
 
+def _context(state: RunState, attempt: AttemptState, **services: Any) -> StepContext:
+    """What a step sees of its run; ``services`` are the context's callbacks (and ``db``)."""
+    return StepContext(
+        run_id=state.run_id,
+        workflow=state.workflow,
+        version=state.version,
+        step=attempt.step,
+        attempt=attempt.number,
+        visit=attempt.visit,
+        state=state.view,
+        **services,
+    )
+
+
 class Engine:
     """Runs the commands of one mesh against its store, definitions, clock and entropy."""
 
@@ -435,14 +449,9 @@ class Engine:
             # Runs later, inside the transaction that records it (see _finish).
             result = planner.StepResult()
         else:
-            ctx = StepContext(
-                run_id=state.run_id,
-                workflow=state.workflow,
-                version=state.version,
-                step=attempt.step,
-                attempt=attempt.number,
-                visit=attempt.visit,
-                state=state.view,
+            ctx = _context(
+                state,
+                attempt,
                 heartbeat=lambda: self._heartbeat(
                     state.run_id, attempt.key, claim.claim_hash, lease
                 ),
@@ -682,14 +691,9 @@ class Engine:
         A failure rolls the step's own writes back to the savepoint, and the failure is recorded
         in the same transaction; a crash anywhere before the commit leaves nothing at all.
         """
-        ctx = StepContext(
-            run_id=state.run_id,
-            workflow=state.workflow,
-            version=state.version,
-            step=attempt.step,
-            attempt=attempt.number,
-            visit=attempt.visit,
-            state=state.view,
+        ctx = _context(
+            state,
+            attempt,
             # The run's row is locked until this transaction ends: no one can cancel it or take
             # the attempt over meanwhile, so there is nothing to extend and nothing to see.
             heartbeat=lambda: None,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from squid_mesh.definition.mapping import wrap_output
+from squid_mesh.definition.retry import RetryPolicy
 from squid_mesh.definition.workflow import COMPENSATION, COMPLETE, GATES, Definition, Outcome
 from squid_mesh.errors import InputMappingError
 from squid_mesh.journal import facts as f
@@ -201,14 +202,9 @@ def decide_compensation(
         return [completed, f.RunFailed(failure, step=failed_step, compensation="completed")]
     error = result.error or engine_error("compensation_failed", "compensation failed")
     failed = f.AttemptFailed(attempt.key, error)
-    policy = d.steps[original].compensate_retry
-    if result.retryable and policy is not None:
-        delay = policy.next_delay(attempt.number, rand, result.retry_after)
-        if delay is not None:
-            retry = f.PlannedAttempt(
-                attempt.step, attempt.visit, attempt.number + 1, attempt.input, now + delay
-            )
-            return [failed, f.StepsPlanned((retry,))]
+    retry = _retry(d.steps[original].compensate_retry, attempt, result, now, rand)
+    if retry is not None:
+        return [failed, retry]
     # A compensation that cannot succeed stops the chain: undoing earlier steps on top of a
     # half-undone later one could make things worse. The run ends failed, and says so.
     return [failed, f.RunFailed(failure, step=failed_step, compensation="failed")]
@@ -366,6 +362,25 @@ def _ready(
     return [applied]
 
 
+def _retry(
+    policy: RetryPolicy | None,
+    attempt: AttemptState,
+    result: StepResult,
+    now: float,
+    rand: float,
+) -> f.StepsPlanned | None:
+    """The next attempt of the same visit, when the result asks for one and the policy allows."""
+    if not result.retryable or policy is None:
+        return None
+    delay = policy.next_delay(attempt.number, rand, result.retry_after)
+    if delay is None:
+        return None
+    nxt = f.PlannedAttempt(
+        attempt.step, attempt.visit, attempt.number + 1, attempt.input, now + delay
+    )
+    return f.StepsPlanned((nxt,))
+
+
 def decide_failure(
     d: Definition,
     state: RunState,
@@ -377,14 +392,9 @@ def decide_failure(
     """Fail the attempt; plan a retry while the policy allows, else route on ``error``."""
     error = result.error or engine_error("step_failed", "step failed")
     failed = f.AttemptFailed(attempt.key, error)
-    if result.retryable:
-        policy = d.steps[attempt.step].retry
-        delay = policy.next_delay(attempt.number, rand, result.retry_after)
-        if delay is not None:
-            retry = f.PlannedAttempt(
-                attempt.step, attempt.visit, attempt.number + 1, attempt.input, now + delay
-            )
-            return [failed, f.StepsPlanned((retry,))]
+    retry = _retry(d.steps[attempt.step].retry, attempt, result, now, rand)
+    if retry is not None:
+        return [failed, retry]
     after_failure = AttemptState(**{**attempt.__dict__, "error": error})
     return [failed, *_follow(d, state, after_failure, "error", {}, state.view, now)]
 
