@@ -158,6 +158,17 @@ class Cancelled(SquidMeshError):
         super().__init__(f"run {run_id} is {status}: stop this step, its result will be discarded")
 
 
+class ReplayRefusedError(SquidMeshError):
+    """A replay was refused: the source run has not finished, or it did what cannot be redone."""
+
+    code = "replay_refused"
+
+    def __init__(self, run_id: str, problem: str, steps: list[str] | None = None) -> None:
+        self.run_id = run_id
+        self.steps = steps or []
+        super().__init__(f"cannot replay run {run_id}: {problem}")
+
+
 class LeaseLostError(SquidMeshError):
     """The worker's claim on an attempt was replaced (its lease expired and another worker took it)."""
 

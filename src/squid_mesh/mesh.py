@@ -123,6 +123,40 @@ class Mesh:
             prefetch=_flag("prefetch", prefetch),
         )
 
+    def replay(
+        self,
+        run_id: str,
+        *,
+        allow_irreversible: bool = False,
+        idempotency_key: str | None = None,
+        actor: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        now: Now = None,
+    ) -> RunSnapshot:
+        """Start a new run with a finished run's payload and trigger, on the newest definition.
+
+        The new run records ``replayed_from``; the source lists it in ``snap.replays``. Refused
+        with :class:`~squid_mesh.ReplayRefusedError` (naming the steps) when the source completed
+        a step marked ``irreversible=True`` or ``compensatable=False``, unless
+        ``allow_irreversible=True``; and when the source has not finished. With
+        ``idempotency_key``, every replay of the same source with the same key returns the same
+        run.
+
+        Example:
+            >>> again = mesh.replay(run.id, idempotency_key="ticket-42")  # doctest: +SKIP
+            >>> again.replayed_from == run.id  # doctest: +SKIP
+            True
+        """
+        state = self._engine.replay(
+            run_id,
+            allow_irreversible=allow_irreversible,
+            idempotency_key=idempotency_key,
+            actor=actor,
+            metadata=metadata,
+            now=self._now(now),
+        )
+        return snapshot(state)
+
     def cancel(
         self,
         run_id: str,
@@ -242,10 +276,10 @@ class Mesh:
             >>> mesh.inspect_run(run.id, history=True).history[0].kind  # doctest: +SKIP
             'run_started'
         """
-        state, entries, children = self._engine.inspect(
+        state, entries, children, replays = self._engine.inspect(
             run_id, history=_flag("history", history), children=True
         )
-        return snapshot(state, entries, children)
+        return snapshot(state, entries, children, replays)
 
     def list_runs(
         self,

@@ -40,6 +40,7 @@ PUBLIC = sorted(
         "Mesh",
         "ParentView",
         "PayloadError",
+        "ReplayRefusedError",
         "Problem",
         "Retry",
         "RetryPolicy",

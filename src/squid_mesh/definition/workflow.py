@@ -66,6 +66,7 @@ class Step:
     compensate: StepFn | None = None
     compensate_retry: RetryPolicy | None = None
     irreversible: bool = False
+    compensatable: bool = True
     transactional: bool = False
 
     @property
@@ -83,6 +84,7 @@ class Step:
             if self.compensate is None or self.compensate_retry is None
             else self.compensate_retry.describe(),
             "irreversible": self.irreversible,
+            "compensatable": self.compensatable,
             "transactional": self.transactional,
             "retry": self.retry.describe(),
             "input": None if self.input is None else self.input.describe(),
@@ -203,6 +205,7 @@ class Workflow:
         compensate: StepFn | None = None,
         compensate_retry: RetryPolicy | None = None,
         irreversible: bool = False,
+        compensatable: bool = True,
         transactional: bool = False,
     ) -> Callable[[F], F]:
         """Declare the decorated callable ``fn(input: dict, ctx: StepContext) -> dict | None`` a step.
@@ -225,7 +228,10 @@ class Workflow:
                 run's ``failure``.
             compensate_retry: the compensation's retry policy (3 attempts, exponential backoff
                 from 1 to 30 s, by default).
-            irreversible: the step cannot be undone (it may not declare ``compensate``).
+            irreversible: the step cannot be undone (it may not declare ``compensate``); a run
+                that completed it is not replayed unless ``allow_irreversible=True``.
+            compensatable: ``False`` marks a step whose effect must not be repeated or undone
+                automatically (a notification sent): like ``irreversible`` for replays.
             transactional: run the step inside the transaction that records it, with
                 ``ctx.db`` a cursor on it: its own writes commit with its completion or not at
                 all. It holds the run's lock (on SQLite the database's write lock) while it
@@ -261,7 +267,9 @@ class Workflow:
             if isinstance(visits, bool) or not isinstance(visits, int) or visits < 1:
                 raise DefinitionError(f"{where}: max_visits must be an integer >= 1")
             deps = _dependencies(after, where)
-            undo_policy = _compensation(compensate, compensate_retry, irreversible, where)
+            undo_policy = _compensation(
+                compensate, compensate_retry, irreversible, compensatable, where
+            )
             if not isinstance(transactional, bool):
                 raise DefinitionError(f"{where}: transactional must be True or False")
             if entry and self._entry is not None:
@@ -280,6 +288,7 @@ class Workflow:
                 compensate=compensate,
                 compensate_retry=undo_policy,
                 irreversible=irreversible,
+                compensatable=compensatable,
                 transactional=transactional,
             )
             if entry:
@@ -511,15 +520,24 @@ def _check_gates(wf: Workflow, routes: Mapping[tuple[str, Outcome], list[Transit
 
 
 def _compensation(
-    compensate: object, compensate_retry: object, irreversible: object, where: str
+    compensate: object,
+    compensate_retry: object,
+    irreversible: object,
+    compensatable: object,
+    where: str,
 ) -> RetryPolicy:
     """Check a step's compensation options; return the compensation's retry policy."""
     if compensate is not None and not callable(compensate):
         raise DefinitionError(f"{where}: compensate must be a callable")
-    if not isinstance(irreversible, bool):
-        raise DefinitionError(f"{where}: irreversible must be True or False")
+    for option, value in (("irreversible", irreversible), ("compensatable", compensatable)):
+        if not isinstance(value, bool):
+            raise DefinitionError(f"{where}: {option} must be True or False")
     if irreversible and compensate is not None:
         raise DefinitionError(f"{where}: an irreversible step cannot declare a compensation")
+    if not compensatable and compensate is not None:
+        raise DefinitionError(
+            f"{where}: a step marked compensatable=False cannot declare a compensation"
+        )
     policy = compensate_retry if compensate_retry is not None else DEFAULT_COMPENSATE_RETRY
     if not isinstance(policy, RetryPolicy):
         raise DefinitionError(f"{where}: compensate_retry must be a sm.RetryPolicy")

@@ -29,6 +29,7 @@ from squid_mesh.errors import (
     IdempotencyConflictError,
     InvalidOptionError,
     LeaseLostError,
+    ReplayRefusedError,
     RunFinishedError,
     RunNotFoundError,
     RunNotPausedError,
@@ -53,6 +54,8 @@ _MAX_RACES = 100
 # Child run ids are uuid5(this, "<parent run id>/<child_key>"): the same child for the same key
 # for the parent's whole lifetime, so a retried step finds the child its first attempt started.
 _CHILDREN = uuid.UUID("6c1b7c52-8f0e-4d55-9d0c-3b7e1f6a2d41")
+# Keyed replay run ids are uuid5(this, "<source run id>/<idempotency key>").
+_REPLAYS = uuid.UUID("0f7d3a91-52c4-4b6e-a1d8-9e2b7c4f6a13")
 
 
 def _entries(state: RunState, facts: Sequence[f.Fact], now: float) -> list[f.Entry]:
@@ -204,6 +207,8 @@ class Engine:
         run_id: str | None,
         now: float,
         parent: dict[str, Any] | None = None,
+        replayed_from: str | None = None,
+        receipt: f.CommandReceived | None = None,
     ) -> RunState:
         """Validate everything, then write the run, its receipt and its first attempt atomically.
 
@@ -231,6 +236,8 @@ class Engine:
             payload_hash=digest,
             now=now,
             parent=parent,
+            replayed_from=replayed_from,
+            receipt=receipt,
         )
         entries = [f.Entry(i + 1, now, fact) for i, fact in enumerate(facts)]
         state = _advance(start_state(rid, entries[0]), entries[1:])
@@ -271,6 +278,69 @@ class Engine:
         if existing.payload_hash != digest:
             raise IdempotencyConflictError(what, run_id, "it was started with a different payload")
         return existing
+
+    # -- replay -----------------------------------------------------------------------------
+
+    def replay(
+        self,
+        run_id: object,
+        *,
+        allow_irreversible: object,
+        idempotency_key: object,
+        actor: object,
+        metadata: object,
+        now: float,
+    ) -> RunState:
+        """Start a new run with a finished run's payload and trigger, on the newest definition.
+
+        Refused (nothing written) when the source has not finished, or completed a step marked
+        ``irreversible`` or ``compensatable=False`` and ``allow_irreversible`` is not set.
+        """
+        rid = check_run_id(run_id)
+        if not isinstance(allow_irreversible, bool):
+            raise InvalidOptionError("allow_irreversible", "expected True or False")
+        key = None if idempotency_key is None else check_text("idempotency_key", idempotency_key)
+        who = None if actor is None else check_text("actor", actor)
+        details = check_metadata(metadata)
+        source = self.load(rid, history=False)[0]
+        if not source.status.terminal:
+            raise ReplayRefusedError(rid, f"it has not finished (it is {source.status.value})")
+        d = self.definitions.get(f"{source.workflow}@{source.version}")
+        d = d or self.definition_for(source.workflow)
+        risky = sorted(
+            {
+                a.step
+                for a in source.attempts.values()
+                if a.status is AttemptStatus.COMPLETED
+                and a.step in d.steps
+                and (d.steps[a.step].irreversible or not d.steps[a.step].compensatable)
+            }
+        )
+        if risky and not allow_irreversible:
+            raise ReplayRefusedError(
+                rid,
+                f"it completed {', '.join(map(repr, risky))}, marked irreversible or not "
+                "compensatable; pass allow_irreversible=True to replay it anyway",
+                risky,
+            )
+        receipt = f.CommandReceived(
+            "replay",
+            idempotency_key=key,
+            actor=who,
+            metadata={**details, "source": rid, "allow_irreversible": allow_irreversible},
+        )
+        return self.start(
+            source.workflow,
+            source.payload,
+            trigger=source.trigger,
+            idempotency_key=None,
+            queue=source.queue,
+            # One replay per (source, key): the same key finds the same run.
+            run_id=None if key is None else str(uuid.uuid5(_REPLAYS, f"{rid}/{key}")),
+            now=now,
+            replayed_from=rid,
+            receipt=receipt,
+        )
 
     # -- cancel -----------------------------------------------------------------------------
 
@@ -752,21 +822,25 @@ class Engine:
 
     def load(self, run_id: object, *, history: bool) -> tuple[RunState, list[f.Entry] | None]:
         """A run's projected state, and its journal when ``history`` is true."""
-        state, entries, _ = self.inspect(run_id, history=history, children=False)
+        state, entries, _, _ = self.inspect(run_id, history=history, children=False)
         return state, entries
 
     def inspect(
         self, run_id: object, *, history: bool, children: bool
-    ) -> tuple[RunState, list[f.Entry] | None, list[ChildRow]]:
-        """A run's state, its journal when ``history`` is true, its child runs when ``children``."""
+    ) -> tuple[RunState, list[f.Entry] | None, list[ChildRow], list[str]]:
+        """A run's state, with its journal (``history``) and its lineage (``children``).
+
+        The lineage is the run's child runs and the runs that replay it.
+        """
         rid = check_run_id(run_id)
 
-        def read(tx: Tx) -> tuple[RunState, list[f.Entry] | None, list[ChildRow]]:
+        def read(tx: Tx) -> tuple[RunState, list[f.Entry] | None, list[ChildRow], list[str]]:
             state = self._load(tx, rid, lock=False)
             return (
                 state,
                 tx.load_entries(rid) if history else None,
                 tx.children(rid) if children else [],
+                tx.replays(rid) if children else [],
             )
 
         # One snapshot for the run row, its attempts and its journal: a concurrent writer can

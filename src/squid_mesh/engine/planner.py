@@ -48,6 +48,8 @@ def plan_start(
     payload_hash: str,
     now: float,
     parent: dict[str, Any] | None = None,
+    replayed_from: str | None = None,
+    receipt: f.CommandReceived | None = None,
 ) -> list[f.Fact]:
     """The facts of a new run: every root step (the entry step, or a DAG's roots) planned at once.
 
@@ -69,8 +71,9 @@ def plan_start(
             idempotency_key=idempotency_key,
             payload_hash=payload_hash,
             parent=parent,
+            replayed_from=replayed_from,
         ),
-        f.CommandReceived("start", idempotency_key=idempotency_key),
+        receipt or f.CommandReceived("start", idempotency_key=idempotency_key),
         f.StepsPlanned(tuple(planned)),
     ]
 

@@ -59,6 +59,8 @@ class RunStarted:
     payload_hash: str
     # A child run's parent: {"run_id", "step", "child_key"}; None for a top-level run.
     parent: dict[str, Any] | None = None
+    # The finished run this one replays (mesh.replay), if any.
+    replayed_from: str | None = None
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,8 @@ class RunState:
     command_keys: dict[str, str] = field(default_factory=dict)
     # A child run's parent: {"run_id", "step", "child_key"} (see RunStarted).
     parent: dict[str, Any] | None = None
+    # The finished run this one replays, if any.
+    replayed_from: str | None = None
     attempts: Mapping[str, AttemptState] = field(default_factory=dict)
 
     @property
@@ -400,6 +402,7 @@ def start_state(run_id: str, entry: f.Entry) -> RunState:
         idempotency_key=fact.idempotency_key,
         payload_hash=fact.payload_hash,
         parent=fact.parent,
+        replayed_from=fact.replayed_from,
         created_at=entry.at,
         updated_at=entry.at,
         rev=entry.seq,

@@ -112,6 +112,8 @@ class RunSnapshot:
     gate: GateView | None = None
     parent: ParentView | None = None
     children: tuple[ChildView, ...] = ()
+    replayed_from: str | None = None
+    replays: tuple[str, ...] = ()
 
     @property
     def compensation(self) -> str | None:
@@ -164,9 +166,12 @@ def _steps(state: RunState) -> tuple[StepView, ...]:
 
 
 def snapshot(
-    state: RunState, entries: list[Entry] | None = None, children: list[ChildRow] | None = None
+    state: RunState,
+    entries: list[Entry] | None = None,
+    children: list[ChildRow] | None = None,
+    replays: list[str] | None = None,
 ) -> RunSnapshot:
-    """The snapshot of a run state; with ``entries``, its history, and with ``children``, those."""
+    """The snapshot of a run state; with ``entries`` its history, and its lineage when given."""
     live = state.live_attempts()
     scheduled = [a.visible_at for a in live if a.status is AttemptStatus.SCHEDULED]
     history = None
@@ -204,6 +209,8 @@ def snapshot(
             ChildView(c.run_id, c.workflow, RunStatus(c.status), c.child_key)
             for c in children or ()
         ),
+        replayed_from=state.replayed_from,
+        replays=tuple(replays or ()),
     )
 
 

@@ -108,6 +108,9 @@ class Tx(Protocol):
     def rollback_to_savepoint(self) -> None:
         """Undo the writes made since :meth:`savepoint`."""
 
+    def replays(self, run_id: str) -> list[str]:
+        """The ids of the runs that replay ``run_id``, oldest first."""
+
     def children(self, parent_id: str) -> list[ChildRow]:
         """The runs started by ``parent_id``'s steps, oldest first."""
 

@@ -25,7 +25,8 @@ def _load(value: Any) -> Any:
 
 RUN_COLUMNS = (
     "run_id, workflow, version, fingerprint, queue, trigger, status, payload, context, error, "
-    "idempotency_key, payload_hash, rev, created_at, updated_at, gate, command_keys, parent"
+    "idempotency_key, payload_hash, rev, created_at, updated_at, gate, command_keys, parent, "
+    "replayed_from"
 )
 
 
@@ -51,6 +52,7 @@ def run_params(state: RunState) -> dict[str, Any]:
         "command_keys": dump(state.command_keys),
         "parent": dump(state.parent),
         "parent_id": None if state.parent is None else state.parent["run_id"],
+        "replayed_from": state.replayed_from,
     }
 
 
@@ -116,6 +118,7 @@ def state_from_rows(run: Sequence[Any], attempts: Sequence[Sequence[Any]]) -> Ru
         gate,
         command_keys,
         parent,
+        replayed_from,
     ) = run
     loaded = {}
     for row in attempts:
@@ -158,6 +161,7 @@ def state_from_rows(run: Sequence[Any], attempts: Sequence[Sequence[Any]]) -> Ru
         gate=_load(gate),
         command_keys=_load(command_keys),
         parent=_load(parent),
+        replayed_from=replayed_from,
         attempts=dict(sorted(loaded.items())),
     )
 

@@ -167,6 +167,10 @@ class SqlTx:
         """See :meth:`squid_mesh.store.base.Tx.savepoint`."""
         self.command("rollback_to_savepoint")
 
+    def replays(self, run_id: str) -> list[str]:
+        """See :meth:`squid_mesh.store.base.Tx.replays`."""
+        return [str(row[0]) for row in self.query("replays", {"run_id": run_id})]
+
     def children(self, parent_id: str) -> list[ChildRow]:
         """See :meth:`squid_mesh.store.base.Tx.children`."""
         return [

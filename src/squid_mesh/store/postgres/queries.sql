@@ -19,7 +19,7 @@
 -- load_attempts column order (float8 prints its shortest exact form, so times survive JSON).
 SELECT r.run_id, r.workflow, r.version, r.fingerprint, r.queue, r.trigger, r.status, r.payload,
        r.context, r.error, r.idempotency_key, r.payload_hash, r.rev, r.created_at, r.updated_at,
-       r.gate, r.command_keys, r.parent,
+       r.gate, r.command_keys, r.parent, r.replayed_from,
        (SELECT coalesce(json_agg(json_build_array(
                    a.key, a.step, a.visit, a.number, a.queue, a.status, a.input::json, a.visible_at,
                    a.claim_hash, a.owner, a.lease_until, a.claims, a.started_at, a.finished_at,
@@ -39,7 +39,7 @@ SELECT r.run_id, r.workflow, r.version, r.fingerprint, r.queue, r.trigger, r.sta
 -- so the second read is consistent).
 SELECT r.run_id, r.workflow, r.version, r.fingerprint, r.queue, r.trigger, r.status, r.payload,
        r.context, r.error, r.idempotency_key, r.payload_hash, r.rev, r.created_at, r.updated_at,
-       r.gate, r.command_keys, r.parent,
+       r.gate, r.command_keys, r.parent, r.replayed_from,
        (SELECT coalesce(json_agg(json_build_array(
                    a.key, a.step, a.visit, a.number, a.queue, a.status, a.input::json, a.visible_at,
                    a.claim_hash, a.owner, a.lease_until, a.claims, a.started_at, a.finished_at,
@@ -64,11 +64,11 @@ WITH run AS (
     INSERT INTO squid_mesh_runs (run_id, workflow, version, fingerprint, queue, trigger, status,
                                  payload, context, error, idempotency_key, payload_hash, rev,
                                  created_at, updated_at, gate, command_keys, parent,
-                                 parent_id)
+                                 parent_id, replayed_from)
     VALUES (%(run_id)s, %(workflow)s, %(version)s, %(fingerprint)s, %(queue)s, %(trigger)s,
             %(status)s, %(payload)s, %(context)s, %(error)s, %(idempotency_key)s,
             %(payload_hash)s, %(rev)s, %(created_at)s, %(updated_at)s, %(gate)s,
-            %(command_keys)s, %(parent)s, %(parent_id)s)
+            %(command_keys)s, %(parent)s, %(parent_id)s, %(replayed_from)s)
     ON CONFLICT DO NOTHING
     RETURNING run_id
 ), facts AS (
@@ -172,7 +172,7 @@ WITH candidate AS (
 )
 SELECT c.key, r.run_id, r.workflow, r.version, r.fingerprint, r.queue, r.trigger, r.status,
        r.payload, r.context, r.error, r.idempotency_key, r.payload_hash, r.rev, r.created_at,
-       r.updated_at, r.gate, r.command_keys, r.parent,
+       r.updated_at, r.gate, r.command_keys, r.parent, r.replayed_from,
        (SELECT coalesce(json_agg(json_build_array(
                    a.key, a.step, a.visit, a.number, a.queue, a.status, a.input::json, a.visible_at,
                    a.claim_hash, a.owner, a.lease_until, a.claims, a.started_at, a.finished_at,
@@ -233,6 +233,12 @@ RELEASE SAVEPOINT squid_mesh_step;
 
 -- name: rollback_to_savepoint
 ROLLBACK TO SAVEPOINT squid_mesh_step;
+
+-- name: replays
+-- The runs that replay a run, oldest first (the partial index of migration 0006).
+SELECT run_id FROM squid_mesh_runs
+ WHERE replayed_from = %(run_id)s
+ ORDER BY created_at, run_id;
 
 -- name: run_ids_page
 SELECT run_id FROM squid_mesh_runs WHERE run_id > %(after)s ORDER BY run_id LIMIT %(limit)s;

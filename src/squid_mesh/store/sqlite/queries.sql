@@ -8,7 +8,7 @@
 -- name: load_run
 SELECT run_id, workflow, version, fingerprint, queue, trigger, status, payload, context, error,
        idempotency_key, payload_hash, rev, created_at, updated_at, gate, command_keys,
-       parent
+       parent, replayed_from
   FROM squid_mesh_runs
  WHERE run_id = :run_id;
 
@@ -16,7 +16,7 @@ SELECT run_id, workflow, version, fingerprint, queue, trigger, status, payload, 
 -- The IMMEDIATE transaction already holds the write lock: no row lock exists or is needed.
 SELECT run_id, workflow, version, fingerprint, queue, trigger, status, payload, context, error,
        idempotency_key, payload_hash, rev, created_at, updated_at, gate, command_keys,
-       parent
+       parent, replayed_from
   FROM squid_mesh_runs
  WHERE run_id = :run_id;
 
@@ -33,10 +33,10 @@ SELECT run_id FROM squid_mesh_runs WHERE workflow = :workflow AND idempotency_ke
 -- DO NOTHING on any unique conflict (run id or idempotency key): the engine then reads the winner.
 INSERT INTO squid_mesh_runs (run_id, workflow, version, fingerprint, queue, trigger, status, payload,
                              context, error, idempotency_key, payload_hash, rev, created_at,
-                             updated_at, gate, command_keys, parent, parent_id)
+                             updated_at, gate, command_keys, parent, parent_id, replayed_from)
 VALUES (:run_id, :workflow, :version, :fingerprint, :queue, :trigger, :status, :payload, :context,
         :error, :idempotency_key, :payload_hash, :rev, :created_at, :updated_at, :gate,
-        :command_keys, :parent, :parent_id)
+        :command_keys, :parent, :parent_id, :replayed_from)
 ON CONFLICT DO NOTHING
 RETURNING run_id;
 
@@ -140,6 +140,12 @@ RELEASE SAVEPOINT squid_mesh_step;
 
 -- name: rollback_to_savepoint
 ROLLBACK TO SAVEPOINT squid_mesh_step;
+
+-- name: replays
+-- The runs that replay a run, oldest first (the partial index of migration 0006).
+SELECT run_id FROM squid_mesh_runs
+ WHERE replayed_from = :run_id
+ ORDER BY created_at, run_id;
 
 -- name: run_ids_page
 SELECT run_id FROM squid_mesh_runs WHERE run_id > :after ORDER BY run_id LIMIT :limit;
