@@ -61,12 +61,14 @@ def make_mesh(db_url: str, clock: FakeClock) -> Iterator[MeshFactory]:
         *,
         clock: object = clock,
         seed: int = 1,
+        strict_versions: bool = False,
     ) -> sm.Mesh:
         mesh = sm.connect(
             db_url,
             workflows=workflows,
             clock=clock,  # type: ignore[arg-type]
             entropy=sm.SeededEntropy(seed + len(made)),
+            strict_versions=strict_versions,
         )
         made.append(mesh)
         return mesh

@@ -169,6 +169,24 @@ class ReplayRefusedError(SquidMeshError):
         super().__init__(f"cannot replay run {run_id}: {problem}")
 
 
+class MigrationRefusedError(SquidMeshError):
+    """``migrate_run`` cannot move the run: the target version lacks what the run is waiting on."""
+
+    code = "migration_refused"
+
+    def __init__(self, run_id: str, problem: str, steps: list[str] | None = None) -> None:
+        self.run_id = run_id
+        self.steps = steps or []
+        super().__init__(f"cannot migrate run {run_id}: {problem}")
+
+
+class DefinitionDriftWarning(UserWarning):
+    """A definition changed without a new version.
+
+    It was registered with another fingerprint than the one recorded for its (workflow, version).
+    """
+
+
 class LeaseLostError(SquidMeshError):
     """The worker's claim on an attempt was replaced (its lease expired and another worker took it)."""
 

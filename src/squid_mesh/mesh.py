@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import time
+import warnings
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -11,7 +13,7 @@ from squid_mesh.definition.workflow import Workflow
 from squid_mesh.engine.core import Engine
 from squid_mesh.engine.entropy import Clock, Entropy, SystemEntropy, to_epoch, to_seconds
 from squid_mesh.engine.results import Execution, Problem
-from squid_mesh.errors import InvalidOptionError
+from squid_mesh.errors import DefinitionDriftWarning, DefinitionError, InvalidOptionError
 from squid_mesh.journal.fold import RunStatus
 from squid_mesh.read.listing import (
     RunPage,
@@ -25,6 +27,7 @@ from squid_mesh.read.snapshot import RunSnapshot, snapshot
 from squid_mesh.store import open_store
 
 Now = datetime | float | None
+logger = logging.getLogger("squid_mesh")
 
 
 class Mesh:
@@ -48,8 +51,9 @@ class Mesh:
         {'greeting': 'hi ann'}
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, strict_versions: bool = False) -> None:
         self._engine = engine
+        self._strict_versions = strict_versions
 
     def _now(self, now: Now) -> float:
         return self._engine.clock() if now is None else to_epoch("now", now)
@@ -57,6 +61,32 @@ class Mesh:
     def migrate(self) -> None:
         """Create or upgrade squid-mesh's tables; idempotent and safe from several processes."""
         self._engine.store.migrate()
+        self._check_definitions()
+
+    def _check_definitions(self) -> None:
+        drifted = self._engine.register_definitions()
+        for message in drifted:
+            if self._strict_versions:
+                raise DefinitionError(message)
+            warnings.warn(message, DefinitionDriftWarning, stacklevel=3)
+            logger.warning("%s", message)
+
+    def migrate_run(
+        self, run_id: str, *, to_version: str, actor: str | None = None, now: Now = None
+    ) -> RunSnapshot:
+        """Move an unfinished run to another registered version of its workflow.
+
+        For a run parked on a version no process loads any more. Refused with
+        :class:`~squid_mesh.MigrationRefusedError` (naming the steps) when the target version lacks
+        a step the run is waiting on.
+
+        Example:
+            >>> mesh.migrate_run(run.id, to_version="2", actor="ops")  # doctest: +SKIP
+        """
+        state = self._engine.migrate_run(
+            run_id, to_version=to_version, actor=actor, now=self._now(now)
+        )
+        return snapshot(state, parked=self._engine.parked(state))
 
     def start(
         self,
@@ -279,7 +309,7 @@ class Mesh:
         state, entries, children, replays = self._engine.inspect(
             run_id, history=_flag("history", history), children=True
         )
-        return snapshot(state, entries, children, replays)
+        return snapshot(state, entries, children, replays, parked=self._engine.parked(state))
 
     def list_runs(
         self,
@@ -366,6 +396,7 @@ def connect(
     workflows: Sequence[Workflow] = (),
     clock: Clock | None = None,
     entropy: Entropy | None = None,
+    strict_versions: bool = False,
 ) -> Mesh:
     """Open a store and register workflows (each is validated now).
 
@@ -374,6 +405,9 @@ def connect(
         workflows: the workflow definitions this process can start and execute.
         clock: returns epoch seconds; ``time.time`` by default (tests pass a fake clock).
         entropy: source of run ids, claim tokens and jitter (tests pass a seeded one).
+        strict_versions: a workflow version registered with another fingerprint than the one the
+            database recorded for it raises :class:`~squid_mesh.DefinitionError` instead of a
+            :class:`~squid_mesh.DefinitionDriftWarning`.
 
     Example:
         >>> mesh = sm.connect("sqlite:///app.db", workflows=[wf])  # doctest: +SKIP
@@ -391,7 +425,9 @@ def connect(
             clock=clock or time.time,
             entropy=entropy or SystemEntropy(),
         )
+        mesh = Mesh(engine, strict_versions=_flag("strict_versions", strict_versions))
+        mesh._check_definitions()
     except BaseException:
         store.close()
         raise
-    return Mesh(engine)
+    return mesh

@@ -273,6 +273,7 @@ ONE_OF_EACH: list[f.Fact] = [
     f.RunFailed({"code": "x", "message": "y"}, step="a"),
     f.RunFailed({"code": "x"}, step="a", compensation="completed"),
     f.CompensationStarted({"code": "x", "message": "y"}, step="a"),
+    f.RunMigrated("1", "2", "f" * 64),
     f.AttemptParked("a:1:1", "waiting for 2 child run(s)"),
     f.AttemptWoken("a:1:1", "0193f0c2-0000-7000-8000-000000000001"),
     f.GateOpened("a:1:1", "a", "approval", "next", "complete", "approval"),

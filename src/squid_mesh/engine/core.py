@@ -29,6 +29,7 @@ from squid_mesh.errors import (
     IdempotencyConflictError,
     InvalidOptionError,
     LeaseLostError,
+    MigrationRefusedError,
     ReplayRefusedError,
     RunFinishedError,
     RunNotFoundError,
@@ -278,6 +279,82 @@ class Engine:
         if existing.payload_hash != digest:
             raise IdempotencyConflictError(what, run_id, "it was started with a different payload")
         return existing
+
+    # -- versions ---------------------------------------------------------------------------
+
+    def register_definitions(self) -> list[str]:
+        """Record each registered definition's fingerprint; describe the ones that drifted.
+
+        A definition drifted when the database recorded another fingerprint for its (workflow,
+        version).
+        """
+
+        def write(tx: Tx) -> list[str]:
+            drifted = []
+            for d in self.definitions.values():
+                recorded = tx.register_definition(d.name, d.version, d.fingerprint, self.clock())
+                if recorded is not None and recorded != d.fingerprint:
+                    drifted.append(
+                        f"workflow {d.name!r} version {d.version!r} is registered with "
+                        f"fingerprint {d.fingerprint[:12]}, but the database recorded "
+                        f"{recorded[:12]} for it: the definition changed without a new version"
+                    )
+            return drifted
+
+        return self.transact(write)
+
+    def migrate_run(
+        self, run_id: object, *, to_version: object, actor: object, now: float
+    ) -> RunState:
+        """Move an unfinished run to another registered version of its workflow.
+
+        Refused when the target lacks a step the run is waiting on (a live attempt's step, a
+        compensation's step, or where an open gate leads).
+        """
+        rid = check_run_id(run_id)
+        target_version = check_text("to_version", to_version, limit=100)
+        who = None if actor is None else check_text("actor", actor)
+
+        def write(tx: Tx) -> RunState:
+            state = self._load(tx, rid, lock=True)
+            if state.status.terminal:
+                raise RunFinishedError(rid, state.status.value, "migrate")
+            target = self.definitions.get(f"{state.workflow}@{target_version}")
+            if target is None:
+                known = sorted(
+                    d.version for d in self.definitions.values() if d.name == state.workflow
+                )
+                raise InvalidOptionError(
+                    "to_version",
+                    f"version {target_version!r} of workflow {state.workflow!r} is not "
+                    f"registered in this process (registered: {known})",
+                )
+            if target_version == state.version:
+                return state
+            missing = planner.missing_steps(target, state)
+            if missing:
+                raise MigrationRefusedError(
+                    rid,
+                    f"version {target_version!r} has no step {', '.join(map(repr, missing))}, "
+                    "which the run is waiting on",
+                    missing,
+                )
+            receipt = f.CommandReceived(
+                "migrate", actor=who, metadata={"from": state.version, "to": target_version}
+            )
+            moved = f.RunMigrated(state.version, target_version, target.fingerprint)
+            return self._write(tx, state, [receipt, moved], now)
+
+        return self.transact(write)
+
+    def parked(self, state: RunState) -> str | None:
+        """Why this process cannot move the run on, or ``None`` (it can, or the run has ended)."""
+        if state.status.terminal or f"{state.workflow}@{state.version}" in self.definitions:
+            return None
+        return (
+            f"parked: version {state.version!r} of workflow {state.workflow!r} is not loaded "
+            "here; register it, or move the run with migrate_run"
+        )
 
     # -- replay -----------------------------------------------------------------------------
 

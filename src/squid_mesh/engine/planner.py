@@ -466,6 +466,22 @@ def decide_late(attempt: AttemptState, result: StepResult, reason: str) -> list[
     return [f.ResultDiscarded(attempt.key, reason, result.output, result.error)]
 
 
+def missing_steps(target: Definition, state: RunState) -> list[str]:
+    """The steps a run waits on that ``target`` (another version) does not have."""
+    needed = set()
+    for a in state.live_attempts():
+        if a.step.endswith(COMPENSATION):
+            original = target.steps.get(a.step.removesuffix(COMPENSATION))
+            if original is None or original.compensate is None:
+                needed.add(a.step)
+        elif a.step not in target.steps:
+            needed.add(a.step)
+    for to in ((state.gate or {}).get("ok_to"), (state.gate or {}).get("error_to")):
+        if to is not None and to != COMPLETE and to not in target.steps:
+            needed.add(to)
+    return sorted(needed)
+
+
 def claim_is_current(attempt: AttemptState | None, claim_hash: str) -> bool:
     """Fencing: only the attempt's current claim may finish it (or extend it)."""
     return (

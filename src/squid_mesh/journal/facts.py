@@ -172,6 +172,16 @@ class AttemptWoken:
 
 
 @dataclass(frozen=True)
+class RunMigrated:
+    """An operator moved an unfinished run to another version of its workflow."""
+
+    kind: ClassVar[str] = "run_migrated"
+    from_version: str
+    to_version: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
 class GateOpened:
     """A pause or approval step completed: the run waits for an operator.
 
@@ -247,6 +257,7 @@ Fact = (
     | AttemptParked
     | AttemptWoken
     | CompensationStarted
+    | RunMigrated
 )
 
 FACT_TYPES: dict[str, type[Fact]] = {
@@ -270,6 +281,7 @@ FACT_TYPES: dict[str, type[Fact]] = {
         AttemptParked,
         AttemptWoken,
         CompensationStarted,
+        RunMigrated,
     )
 }
 

@@ -365,6 +365,12 @@ def _gate_resolved(state: RunState, entry: f.Entry) -> RunState:
     )
 
 
+def _migrated(state: RunState, entry: f.Entry) -> RunState:
+    fact = entry.fact
+    assert isinstance(fact, f.RunMigrated)
+    return replace(state, version=fact.to_version, fingerprint=fact.fingerprint)
+
+
 _APPLIERS: dict[type[Any], Applier] = {
     f.CommandReceived: _receipt,
     f.StepsPlanned: _planned,
@@ -383,6 +389,7 @@ _APPLIERS: dict[type[Any], Applier] = {
     f.AttemptParked: _parked,
     f.AttemptWoken: _woken,
     f.CompensationStarted: _compensation_started,
+    f.RunMigrated: _migrated,
 }
 
 

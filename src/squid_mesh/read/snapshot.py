@@ -114,6 +114,7 @@ class RunSnapshot:
     children: tuple[ChildView, ...] = ()
     replayed_from: str | None = None
     replays: tuple[str, ...] = ()
+    parked: str | None = None
 
     @property
     def compensation(self) -> str | None:
@@ -170,6 +171,8 @@ def snapshot(
     entries: list[Entry] | None = None,
     children: list[ChildRow] | None = None,
     replays: list[str] | None = None,
+    *,
+    parked: str | None = None,
 ) -> RunSnapshot:
     """The snapshot of a run state; with ``entries`` its history, and its lineage when given."""
     live = state.live_attempts()
@@ -211,6 +214,7 @@ def snapshot(
         ),
         replayed_from=state.replayed_from,
         replays=tuple(replays or ()),
+        parked=parked,
     )
 
 

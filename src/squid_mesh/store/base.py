@@ -108,6 +108,14 @@ class Tx(Protocol):
     def rollback_to_savepoint(self) -> None:
         """Undo the writes made since :meth:`savepoint`."""
 
+    def register_definition(
+        self, workflow: str, version: str, fingerprint: str, now: float
+    ) -> str | None:
+        """Record a definition's fingerprint unless one is recorded; return the recorded one.
+
+        ``None`` when the definitions table does not exist yet (not migrated).
+        """
+
     def replays(self, run_id: str) -> list[str]:
         """The ids of the runs that replay ``run_id``, oldest first."""
 

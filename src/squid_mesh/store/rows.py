@@ -60,6 +60,8 @@ def run_update_params(state: RunState, expected_rev: int) -> dict[str, Any]:
     """Parameters of update_run: only what a command can change (never the payload)."""
     return {
         "run_id": state.run_id,
+        "version": state.version,
+        "fingerprint": state.fingerprint,
         "status": state.status.value,
         "context": dump(state.context),
         "error": dump(state.error),
@@ -69,6 +71,20 @@ def run_update_params(state: RunState, expected_rev: int) -> dict[str, Any]:
         "command_keys": dump(state.command_keys),
         "expected_rev": expected_rev,
     }
+
+
+def changed_attempts(before: RunState, after: RunState) -> list[AttemptState]:
+    """The attempts a write must upsert.
+
+    Those that changed, and when the run moved to another version, every live one (their claim
+    key, ``workflow@version``, changed with it).
+    """
+    moved = before.version != after.version
+    return [
+        a
+        for key, a in after.attempts.items()
+        if before.attempts.get(key) != a or (moved and a.status.live)
+    ]
 
 
 def attempt_params(state: RunState, a: AttemptState) -> dict[str, Any]:

@@ -114,7 +114,7 @@ class SqlTx:
             raise ValueError("save() appends at least one fact, starting at rev + 1")
         self.command("update_run", rows.run_update_params(after, before.rev))
         self._append(after, entries)
-        changed = [a for key, a in after.attempts.items() if before.attempts.get(key) != a]
+        changed = rows.changed_attempts(before, after)
         self._upsert_attempts(after, changed)
 
     def _append(self, state: RunState, entries: Sequence[Entry]) -> None:
@@ -166,6 +166,18 @@ class SqlTx:
     def rollback_to_savepoint(self) -> None:
         """See :meth:`squid_mesh.store.base.Tx.savepoint`."""
         self.command("rollback_to_savepoint")
+
+    def register_definition(
+        self, workflow: str, version: str, fingerprint: str, now: float
+    ) -> str | None:
+        """See :meth:`squid_mesh.store.base.Tx.register_definition`."""
+        if not self.query("has_definitions_table"):
+            return None
+        key = {"workflow": workflow, "version": version}
+        self.command(
+            "register_definition", {**key, "fingerprint": fingerprint, "registered_at": now}
+        )
+        return str(self.query("recorded_fingerprint", key)[0][0])
 
     def replays(self, run_id: str) -> list[str]:
         """See :meth:`squid_mesh.store.base.Tx.replays`."""

@@ -65,9 +65,7 @@ class PostgresTx(SqlTx):
         params = rows.run_update_params(after, before.rev)
         params["facts"] = _records(rows.fact_params(after.run_id, e) for e in entries)
         params["attempts"] = _records(
-            rows.attempt_params(after, a)
-            for key, a in after.attempts.items()
-            if before.attempts.get(key) != a
+            rows.attempt_params(after, a) for a in rows.changed_attempts(before, after)
         )
         if self.query("save_run", params)[0][0] != 1:
             raise Conflict(after.run_id)  # the revision moved on: nothing was written

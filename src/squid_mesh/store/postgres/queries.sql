@@ -102,8 +102,9 @@ SELECT run_id FROM run;
 -- returns 0 and the store reports a Conflict. The journal's (run_id, seq) key guards as well.
 WITH run AS (
     UPDATE squid_mesh_runs
-       SET status = %(status)s, context = %(context)s, error = %(error)s, rev = %(rev)s,
-           updated_at = %(updated_at)s, gate = %(gate)s, command_keys = %(command_keys)s
+       SET version = %(version)s, fingerprint = %(fingerprint)s, status = %(status)s,
+           context = %(context)s, error = %(error)s, rev = %(rev)s, updated_at = %(updated_at)s,
+           gate = %(gate)s, command_keys = %(command_keys)s
      WHERE run_id = %(run_id)s AND rev = %(expected_rev)s
     RETURNING run_id
 ), facts AS (
@@ -126,7 +127,8 @@ WITH run AS (
                 started_at double precision, finished_at double precision, output text,
                 error text, finished_rev integer)
     ON CONFLICT (run_id, key) DO UPDATE
-       SET status = excluded.status, due_at = excluded.due_at, claim_hash = excluded.claim_hash,
+       SET wf_key = excluded.wf_key, status = excluded.status, due_at = excluded.due_at,
+       claim_hash = excluded.claim_hash,
            owner = excluded.owner, lease_until = excluded.lease_until, claims = excluded.claims,
            started_at = excluded.started_at, finished_at = excluded.finished_at,
            output = excluded.output, error = excluded.error,
@@ -239,6 +241,20 @@ ROLLBACK TO SAVEPOINT squid_mesh_step;
 SELECT run_id FROM squid_mesh_runs
  WHERE replayed_from = %(run_id)s
  ORDER BY created_at, run_id;
+
+-- name: has_definitions_table
+-- Whether migration 0007 ran (a process may connect before the host migrates).
+SELECT 1 WHERE to_regclass('squid_mesh_definitions') IS NOT NULL;
+
+-- name: register_definition
+-- The first registration of a (workflow, version) wins; later ones only read it back.
+INSERT INTO squid_mesh_definitions (workflow, version, fingerprint, registered_at)
+VALUES (%(workflow)s, %(version)s, %(fingerprint)s, %(registered_at)s)
+ON CONFLICT (workflow, version) DO NOTHING;
+
+-- name: recorded_fingerprint
+SELECT fingerprint FROM squid_mesh_definitions
+ WHERE workflow = %(workflow)s AND version = %(version)s;
 
 -- name: run_ids_page
 SELECT run_id FROM squid_mesh_runs WHERE run_id > %(after)s ORDER BY run_id LIMIT %(limit)s;

@@ -44,8 +44,9 @@ RETURNING run_id;
 -- Guarded by the revision the command read. The journal's primary key is the guard that fails a
 -- lost race: the loser's first fact repeats an existing (run_id, seq).
 UPDATE squid_mesh_runs
-   SET status = :status, context = :context, error = :error, rev = :rev, updated_at = :updated_at,
-       gate = :gate, command_keys = :command_keys
+   SET version = :version, fingerprint = :fingerprint, status = :status, context = :context,
+       error = :error, rev = :rev, updated_at = :updated_at, gate = :gate,
+       command_keys = :command_keys
  WHERE run_id = :run_id AND rev = :expected_rev;
 
 -- name: upsert_attempt
@@ -56,7 +57,8 @@ VALUES (:run_id, :key, :step, :visit, :number, :queue, :wf_key, :status, :input,
         :due_at, :claim_hash, :owner, :lease_until, :claims, :started_at, :finished_at, :output,
         :error, :finished_rev)
 ON CONFLICT (run_id, key) DO UPDATE
-   SET status = excluded.status, due_at = excluded.due_at, claim_hash = excluded.claim_hash,
+   SET wf_key = excluded.wf_key, status = excluded.status, due_at = excluded.due_at,
+       claim_hash = excluded.claim_hash,
        owner = excluded.owner, lease_until = excluded.lease_until, claims = excluded.claims,
        started_at = excluded.started_at, finished_at = excluded.finished_at,
        output = excluded.output, error = excluded.error, finished_rev = excluded.finished_rev;
@@ -146,6 +148,19 @@ ROLLBACK TO SAVEPOINT squid_mesh_step;
 SELECT run_id FROM squid_mesh_runs
  WHERE replayed_from = :run_id
  ORDER BY created_at, run_id;
+
+-- name: has_definitions_table
+-- Whether migration 0007 ran (a process may connect before the host migrates).
+SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'squid_mesh_definitions';
+
+-- name: register_definition
+-- The first registration of a (workflow, version) wins; later ones only read it back.
+INSERT INTO squid_mesh_definitions (workflow, version, fingerprint, registered_at)
+VALUES (:workflow, :version, :fingerprint, :registered_at)
+ON CONFLICT (workflow, version) DO NOTHING;
+
+-- name: recorded_fingerprint
+SELECT fingerprint FROM squid_mesh_definitions WHERE workflow = :workflow AND version = :version;
 
 -- name: run_ids_page
 SELECT run_id FROM squid_mesh_runs WHERE run_id > :after ORDER BY run_id LIMIT :limit;
