@@ -153,6 +153,21 @@ class Mesh:
             prefetch=_flag("prefetch", prefetch),
         )
 
+    def cron_tick(self, *, now: Now = None) -> list[RunSnapshot]:
+        """Start the runs of every cron slot that came due since the last tick.
+
+        Call it regularly (every few seconds) from any number of processes: each slot yields
+        exactly one run, whoever ticks. A trigger seen for the first time starts from now; after
+        a downtime, each trigger's ``catch_up`` decides between the latest missed slot and all of
+        them (at most ``max_catch_up``). Each run's context holds ``schedule``: the trigger, the
+        slot and when it was fired. Returns the runs of the slots handled by this tick.
+
+        Example:
+            >>> mesh.cron_tick()  # doctest: +SKIP
+            [RunSnapshot(id='0193...', workflow='daily_digest', ...)]
+        """
+        return [snapshot(state) for state in self._engine.cron_tick(self._now(now))]
+
     def replay(
         self,
         run_id: str,

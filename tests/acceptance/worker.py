@@ -7,6 +7,8 @@ Modes:
   (``run_id``, ``step``, ``attempt``, ``outcome``, ``run_status``) and, as the last line, the number of
   executions.
 * ``migrate``: call ``mesh.migrate()``, print ``{"migrated": true}``, then ``0``.
+* ``tick``: call ``mesh.cron_tick(now=...)`` ``--ticks`` times, ``--tick-every`` seconds apart
+  from ``--tick-from``; print how many runs the ticks returned, then ``0``.
 
 With ``--barrier DIR`` the worker connects, writes ``DIR/ready.<owner>``, and waits for ``DIR/go``
 before doing anything else, so that several processes can be released at the same instant.
@@ -31,7 +33,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--db", required=True, help="database URL")
     parser.add_argument("--owner", default="worker", help="owner id for claims")
     parser.add_argument("--lease", type=float, default=30.0, help="lease in seconds")
-    parser.add_argument("--mode", choices=("drain", "migrate"), default="drain")
+    parser.add_argument("--mode", choices=("drain", "migrate", "tick"), default="drain")
+    parser.add_argument("--tick-from", type=float, default=0.0, help="tick: first tick time")
+    parser.add_argument("--ticks", type=int, default=0, help="tick: how many ticks")
+    parser.add_argument("--tick-every", type=float, default=60.0, help="tick: seconds between")
     parser.add_argument("--max-idle", type=float, default=1.0, help="stop after this idle time")
     parser.add_argument("--limit", type=int, default=0, help="stop after N executions (0: none)")
     parser.add_argument("--queue", default="default")
@@ -92,7 +97,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.approve:
             snap = mesh.approve(args.approve, actor=args.owner, comment="after a restart")
             emit(json.dumps({"approved": snap.id, "status": str(snap.status)}))
-        if args.mode == "migrate":
+        if args.mode == "tick":
+            started = 0
+            for i in range(args.ticks):
+                started += len(mesh.cron_tick(now=args.tick_from + i * args.tick_every))
+            emit(json.dumps({"ticked": args.ticks, "returned": started}))
+            done = 0
+        elif args.mode == "migrate":
             mesh.migrate()
             emit(json.dumps({"migrated": True}))
             done = 0

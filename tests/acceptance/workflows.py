@@ -219,6 +219,32 @@ def gated() -> sm.Workflow:
     return wf
 
 
+def scheduled() -> sm.Workflow:
+    """A cron workflow firing every minute; a tick that missed slots starts all of them."""
+    wf = sm.Workflow(
+        "acc_scheduled",
+        version="1",
+        triggers=[sm.Cron("* * * * *", name="minutely", catch_up="all", max_catch_up=1000)],
+    )
+
+    @wf.step()
+    def note(input: dict[str, Any], ctx: sm.StepContext) -> dict[str, Any]:
+        return {"slot": input["schedule"]["slot"]}
+
+    wf.transition("note", to=sm.COMPLETE)
+    return wf
+
+
 def all_workflows() -> list[sm.Workflow]:
     """Every acceptance workflow (the test process and the workers register the same set)."""
-    return [three_steps(), sleepy(), contended(), flaky(), join(), ledger(), saga(), gated()]
+    return [
+        three_steps(),
+        sleepy(),
+        contended(),
+        flaky(),
+        join(),
+        ledger(),
+        saga(),
+        gated(),
+        scheduled(),
+    ]

@@ -9,6 +9,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from squid_mesh.definition.schedule import due_slots
+from squid_mesh.definition.triggers import Cron
 from squid_mesh.definition.workflow import COMPENSATION, Definition, Step
 from squid_mesh.engine import planner
 from squid_mesh.engine.builtins import run_builtin
@@ -210,6 +212,7 @@ class Engine:
         parent: dict[str, Any] | None = None,
         replayed_from: str | None = None,
         receipt: f.CommandReceived | None = None,
+        context: dict[str, Any] | None = None,
     ) -> RunState:
         """Validate everything, then write the run, its receipt and its first attempt atomically.
 
@@ -239,6 +242,7 @@ class Engine:
             parent=parent,
             replayed_from=replayed_from,
             receipt=receipt,
+            context=context,
         )
         entries = [f.Entry(i + 1, now, fact) for i, fact in enumerate(facts)]
         state = _advance(start_state(rid, entries[0]), entries[1:])
@@ -354,6 +358,53 @@ class Engine:
         return (
             f"parked: version {state.version!r} of workflow {state.workflow!r} is not loaded "
             "here; register it, or move the run with migrate_run"
+        )
+
+    # -- cron -------------------------------------------------------------------------------
+
+    def cron_tick(self, now: float) -> list[RunState]:
+        """Start the runs of every cron slot due since the last tick; return them.
+
+        Each run's idempotency key names its trigger and slot (``cron:<trigger>:<slot>``), so any
+        number of processes may tick at once: each slot yields exactly one run.
+        """
+        started = []
+        for d in self.latest.values():
+            for trigger in d.triggers:
+                if isinstance(trigger, Cron):
+                    started.extend(self._tick(d, trigger, now))
+        return started
+
+    def _tick(self, d: Definition, trigger: Cron, now: float) -> list[RunState]:
+        def last_slot(tx: Tx) -> float:
+            return tx.last_slot(d.name, trigger.name, now)
+
+        due = due_slots(trigger, after=self.transact(last_slot), until=now)
+        started = [self._start_slot(d, trigger, slot, now) for slot in due]
+        if due:
+
+            def advance(tx: Tx) -> None:
+                tx.advance_schedule(d.name, trigger.name, due[-1])
+
+            self.transact(advance)
+        return started
+
+    def _start_slot(self, d: Definition, trigger: Cron, slot: float, now: float) -> RunState:
+        key = f"cron:{trigger.name}:{to_iso(slot)}"
+        schedule = {"trigger": trigger.name, "slot": to_iso(slot), "fired_at": to_iso(now)}
+        receipt = f.CommandReceived(
+            "cron", idempotency_key=key, metadata={"trigger": trigger.name, "slot": to_iso(slot)}
+        )
+        return self.start(
+            d,
+            trigger.payload,
+            trigger=trigger.name,
+            idempotency_key=key,
+            queue=None,
+            run_id=None,
+            now=now,
+            receipt=receipt,
+            context={"schedule": schedule},
         )
 
     # -- replay -----------------------------------------------------------------------------

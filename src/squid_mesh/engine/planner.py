@@ -50,15 +50,17 @@ def plan_start(
     parent: dict[str, Any] | None = None,
     replayed_from: str | None = None,
     receipt: f.CommandReceived | None = None,
+    context: dict[str, Any] | None = None,
 ) -> list[f.Fact]:
     """The facts of a new run: every root step (the entry step, or a DAG's roots) planned at once.
 
     Raises :class:`InputMappingError` if a root's input cannot be built from the payload.
     """
     planned = []
+    view = {**payload, **(context or {})}
     for name in d.roots:
         root = d.steps[name]
-        step_input = root.input.apply(payload, step=name) if root.input else dict(payload)
+        step_input = root.input.apply(view, step=name) if root.input else dict(view)
         planned.append(f.PlannedAttempt(name, 1, 1, step_input, now))
     return [
         f.RunStarted(
@@ -72,6 +74,7 @@ def plan_start(
             payload_hash=payload_hash,
             parent=parent,
             replayed_from=replayed_from,
+            context=context,
         ),
         receipt or f.CommandReceived("start", idempotency_key=idempotency_key),
         f.StepsPlanned(tuple(planned)),

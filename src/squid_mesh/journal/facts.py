@@ -61,6 +61,8 @@ class RunStarted:
     parent: dict[str, Any] | None = None
     # The finished run this one replays (mesh.replay), if any.
     replayed_from: str | None = None
+    # The context the run starts with (a scheduled run's schedule), if any.
+    context: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

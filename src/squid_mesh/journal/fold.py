@@ -410,6 +410,7 @@ def start_state(run_id: str, entry: f.Entry) -> RunState:
         payload_hash=fact.payload_hash,
         parent=fact.parent,
         replayed_from=fact.replayed_from,
+        context=dict(fact.context or {}),
         created_at=entry.at,
         updated_at=entry.at,
         rev=entry.seq,

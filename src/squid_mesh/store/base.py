@@ -116,6 +116,12 @@ class Tx(Protocol):
         ``None`` when the definitions table does not exist yet (not migrated).
         """
 
+    def last_slot(self, workflow: str, trigger: str, now: float) -> float:
+        """The latest slot handled for a cron trigger (``now`` for a trigger seen first now)."""
+
+    def advance_schedule(self, workflow: str, trigger: str, slot: float) -> None:
+        """Record ``slot`` as handled, unless a later one already is."""
+
     def replays(self, run_id: str) -> list[str]:
         """The ids of the runs that replay ``run_id``, oldest first."""
 

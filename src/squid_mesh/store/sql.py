@@ -179,6 +179,16 @@ class SqlTx:
         )
         return str(self.query("recorded_fingerprint", key)[0][0])
 
+    def last_slot(self, workflow: str, trigger: str, now: float) -> float:
+        """See :meth:`squid_mesh.store.base.Tx.last_slot`."""
+        key = {"workflow": workflow, "trigger": trigger}
+        self.command("init_schedule", {**key, "now": now})
+        return float(self.query("schedule_last_slot", key)[0][0])
+
+    def advance_schedule(self, workflow: str, trigger: str, slot: float) -> None:
+        """See :meth:`squid_mesh.store.base.Tx.advance_schedule`."""
+        self.command("advance_schedule", {"workflow": workflow, "trigger": trigger, "slot": slot})
+
     def replays(self, run_id: str) -> list[str]:
         """See :meth:`squid_mesh.store.base.Tx.replays`."""
         return [str(row[0]) for row in self.query("replays", {"run_id": run_id})]

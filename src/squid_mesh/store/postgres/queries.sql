@@ -256,6 +256,22 @@ ON CONFLICT (workflow, version) DO NOTHING;
 SELECT fingerprint FROM squid_mesh_definitions
  WHERE workflow = %(workflow)s AND version = %(version)s;
 
+-- name: init_schedule
+-- A trigger seen for the first time starts from now: no backfill from the beginning of time.
+INSERT INTO squid_mesh_schedules (workflow, trigger, last_slot)
+VALUES (%(workflow)s, %(trigger)s, %(now)s)
+ON CONFLICT (workflow, trigger) DO NOTHING;
+
+-- name: schedule_last_slot
+SELECT last_slot FROM squid_mesh_schedules
+ WHERE workflow = %(workflow)s AND trigger = %(trigger)s;
+
+-- name: advance_schedule
+-- Only forwards: a slow tick that finishes after a faster one never moves the schedule back.
+UPDATE squid_mesh_schedules
+   SET last_slot = %(slot)s
+ WHERE workflow = %(workflow)s AND trigger = %(trigger)s AND last_slot < %(slot)s;
+
 -- name: run_ids_page
 SELECT run_id FROM squid_mesh_runs WHERE run_id > %(after)s ORDER BY run_id LIMIT %(limit)s;
 

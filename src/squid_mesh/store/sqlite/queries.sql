@@ -162,6 +162,22 @@ ON CONFLICT (workflow, version) DO NOTHING;
 -- name: recorded_fingerprint
 SELECT fingerprint FROM squid_mesh_definitions WHERE workflow = :workflow AND version = :version;
 
+-- name: init_schedule
+-- A trigger seen for the first time starts from now: no backfill from the beginning of time.
+INSERT INTO squid_mesh_schedules (workflow, trigger, last_slot)
+VALUES (:workflow, :trigger, :now)
+ON CONFLICT (workflow, trigger) DO NOTHING;
+
+-- name: schedule_last_slot
+SELECT last_slot FROM squid_mesh_schedules
+ WHERE workflow = :workflow AND trigger = :trigger;
+
+-- name: advance_schedule
+-- Only forwards: a slow tick that finishes after a faster one never moves the schedule back.
+UPDATE squid_mesh_schedules
+   SET last_slot = :slot
+ WHERE workflow = :workflow AND trigger = :trigger AND last_slot < :slot;
+
 -- name: run_ids_page
 SELECT run_id FROM squid_mesh_runs WHERE run_id > :after ORDER BY run_id LIMIT :limit;
 
