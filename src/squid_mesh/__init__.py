@@ -50,6 +50,7 @@ from squid_mesh.read.listing import RunPage, RunSummary
 from squid_mesh.read.snapshot import (
     AttemptView,
     ChildView,
+    CommandView,
     GateView,
     HistoryEntry,
     ParentView,
@@ -66,6 +67,7 @@ __all__ = [
     "Backoff",
     "Cancelled",
     "ChildView",
+    "CommandView",
     "Condition",
     "Cron",
     "DefinitionDriftWarning",

@@ -23,7 +23,7 @@ from squid_mesh.read.listing import (
     run_filter,
     summary,
 )
-from squid_mesh.read.snapshot import RunSnapshot, snapshot
+from squid_mesh.read.snapshot import RunSnapshot, commands_of, snapshot
 from squid_mesh.store import open_store
 
 Now = datetime | float | None
@@ -321,10 +321,17 @@ class Mesh:
             >>> mesh.inspect_run(run.id, history=True).history[0].kind  # doctest: +SKIP
             'run_started'
         """
-        state, entries, children, replays = self._engine.inspect(
+        state, entries, around = self._engine.inspect(
             run_id, history=_flag("history", history), children=True
         )
-        return snapshot(state, entries, children, replays, parked=self._engine.parked(state))
+        return snapshot(
+            state,
+            entries,
+            around.children,
+            around.replays,
+            parked=self._engine.parked(state),
+            commands=commands_of(around.receipts, around.repeats),
+        )
 
     def list_runs(
         self,

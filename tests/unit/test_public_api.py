@@ -23,6 +23,7 @@ PUBLIC = sorted(
         "Backoff",
         "Cancelled",
         "ChildView",
+        "CommandView",
         "COMPLETE",
         "Condition",
         "Cron",

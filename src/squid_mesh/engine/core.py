@@ -91,6 +91,16 @@ def _runnable_step(d: Definition, name: str) -> Step | None:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class Lineage:
+    """What surrounds a run, for inspection: children, replays, receipts and their repeats."""
+
+    children: list[ChildRow] = dataclasses.field(default_factory=list)
+    replays: list[str] = dataclasses.field(default_factory=list)
+    receipts: list[f.Entry] = dataclasses.field(default_factory=list)
+    repeats: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)
+
+
 def _context(state: RunState, attempt: AttemptState, **services: Any) -> StepContext:
     """What a step sees of its run; ``services`` are the context's callbacks (and ``db``)."""
     return StepContext(
@@ -256,7 +266,7 @@ class Engine:
                 existing = tx.run_id_for_key(d.name, idempotency_key)
                 if existing is not None:
                     return self._same_start(
-                        tx, existing, d, idempotency_key, digest, "idempotency_key"
+                        tx, existing, d, idempotency_key, digest, "idempotency_key", receipt
                     )
             if tx.insert_run(state, entries):
                 return state
@@ -264,16 +274,23 @@ class Engine:
                 existing = tx.run_id_for_key(d.name, idempotency_key)
                 if existing is not None:
                     return self._same_start(
-                        tx, existing, d, idempotency_key, digest, "idempotency_key"
+                        tx, existing, d, idempotency_key, digest, "idempotency_key", receipt
                     )
-            return self._same_start(tx, rid, d, idempotency_key, digest, "run_id")
+            return self._same_start(tx, rid, d, idempotency_key, digest, "run_id", receipt)
 
         # insert_run is the one write, atomic on its own; the key lookups around it are safe
         # outside its transaction (a losing insert waits for the winner to commit, then reads it).
         return self.transact(write, single_write=parent is None)
 
     def _same_start(
-        self, tx: Tx, run_id: str, d: Definition, key: str | None, digest: str, what: str
+        self,
+        tx: Tx,
+        run_id: str,
+        d: Definition,
+        key: str | None,
+        digest: str,
+        what: str,
+        receipt: f.CommandReceived | None = None,
     ) -> RunState:
         existing = self._load(tx, run_id, lock=False)
         if existing.workflow != d.name:
@@ -282,6 +299,11 @@ class Engine:
             raise IdempotencyConflictError(what, run_id, "it was started with another key")
         if existing.payload_hash != digest:
             raise IdempotencyConflictError(what, run_id, "it was started with a different payload")
+        # A keyed start (or replay, or cron slot) that found its run is a counted repeat.
+        command = "start" if receipt is None else receipt.command
+        repeat_key = key if receipt is None else receipt.idempotency_key
+        if repeat_key is not None:
+            tx.count_repeat(existing.run_id, command, repeat_key, self.clock())
         return existing
 
     # -- versions ---------------------------------------------------------------------------
@@ -500,7 +522,7 @@ class Engine:
         def write(tx: Tx) -> RunState:
             ended.clear()
             state = self._load(tx, rid, lock=True)
-            if self._repeated(state, "cancel", idempotency_key):
+            if self._repeated(tx, state, "cancel", idempotency_key, now):
                 return state
             if state.status is RunStatus.CANCELLED:
                 return state
@@ -570,7 +592,7 @@ class Engine:
 
         def write(tx: Tx) -> RunState:
             state = self._load(tx, rid, lock=True)
-            if self._repeated(state, command, idempotency_key):  # type: ignore[arg-type]
+            if self._repeated(tx, state, command, idempotency_key, now):  # type: ignore[arg-type]
                 return state
             if state.status is not RunStatus.PAUSED or state.gate is None:
                 if state.status.terminal:
@@ -598,8 +620,11 @@ class Engine:
         return self.transact(write)
 
     @staticmethod
-    def _repeated(state: RunState, command: str, key: str | None) -> bool:
-        """Whether this keyed command was already applied to the run (then nothing is written)."""
+    def _repeated(tx: Tx, state: RunState, command: str, key: str | None, now: float) -> bool:
+        """Whether this keyed command was already applied to the run.
+
+        Then the run is not written to; the repeat is only counted (beside the journal).
+        """
         if key is None or key not in state.command_keys:
             return False
         if state.command_keys[key] != command:
@@ -608,6 +633,7 @@ class Engine:
                 state.run_id,
                 f"it was used for {state.command_keys[key]!r}, not {command!r}",
             )
+        tx.count_repeat(state.run_id, command, key, now)
         return True
 
     # -- execute_next -----------------------------------------------------------------------
@@ -950,26 +976,25 @@ class Engine:
 
     def load(self, run_id: object, *, history: bool) -> tuple[RunState, list[f.Entry] | None]:
         """A run's projected state, and its journal when ``history`` is true."""
-        state, entries, _, _ = self.inspect(run_id, history=history, children=False)
+        state, entries, _ = self.inspect(run_id, history=history, children=False)
         return state, entries
 
     def inspect(
         self, run_id: object, *, history: bool, children: bool
-    ) -> tuple[RunState, list[f.Entry] | None, list[ChildRow], list[str]]:
-        """A run's state, with its journal (``history``) and its lineage (``children``).
+    ) -> tuple[RunState, list[f.Entry] | None, Lineage]:
+        """A run's state, with its journal (``history``) and what surrounds it (``children``).
 
-        The lineage is the run's child runs and the runs that replay it.
+        That is the run's child runs, the runs that replay it, its receipts and their repeats.
         """
         rid = check_run_id(run_id)
 
-        def read(tx: Tx) -> tuple[RunState, list[f.Entry] | None, list[ChildRow], list[str]]:
+        def read(tx: Tx) -> tuple[RunState, list[f.Entry] | None, Lineage]:
             state = self._load(tx, rid, lock=False)
-            return (
-                state,
-                tx.load_entries(rid) if history else None,
-                tx.children(rid) if children else [],
-                tx.replays(rid) if children else [],
-            )
+            around = Lineage()
+            if children:
+                receipts, repeats = tx.commands(rid)
+                around = Lineage(tx.children(rid), tx.replays(rid), receipts, repeats)
+            return state, tx.load_entries(rid) if history else None, around
 
         # One snapshot for the run row, its attempts and its journal: a concurrent writer can
         # never make a read mix two revisions (and so never make verify() report a false problem).

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from squid_mesh.journal.facts import Entry, to_data
+from squid_mesh.journal.facts import CommandReceived, Entry, to_data
 from squid_mesh.journal.fold import AttemptState, AttemptStatus, RunState, RunStatus
 from squid_mesh.store.base import ChildRow
 
@@ -83,6 +83,22 @@ class ChildView:
 
 
 @dataclass(frozen=True)
+class CommandView:
+    """One command the run received (its receipt), and how often it was repeated since.
+
+    ``repeats`` counts the later calls with the same idempotency key, which changed nothing.
+    Metadata values of secret-looking keys are stored redacted.
+    """
+
+    command: str
+    at: datetime
+    actor: str | None
+    idempotency_key: str | None
+    metadata: dict[str, Any]
+    repeats: int
+
+
+@dataclass(frozen=True)
 class RunSnapshot:
     """Where a run is: what ``start`` and ``inspect_run`` return.
 
@@ -115,6 +131,7 @@ class RunSnapshot:
     replayed_from: str | None = None
     replays: tuple[str, ...] = ()
     parked: str | None = None
+    commands: tuple[CommandView, ...] = ()
 
     @property
     def compensation(self) -> str | None:
@@ -173,6 +190,7 @@ def snapshot(
     replays: list[str] | None = None,
     *,
     parked: str | None = None,
+    commands: tuple[CommandView, ...] = (),
 ) -> RunSnapshot:
     """The snapshot of a run state; with ``entries`` its history, and its lineage when given."""
     live = state.live_attempts()
@@ -215,7 +233,30 @@ def snapshot(
         replayed_from=state.replayed_from,
         replays=tuple(replays or ()),
         parked=parked,
+        commands=commands,
     )
+
+
+def commands_of(
+    receipts: list[Entry], repeats: dict[tuple[str, str], int]
+) -> tuple[CommandView, ...]:
+    """The command history of a run from its receipts and the repeat counts."""
+    views = []
+    for entry in receipts:
+        fact = entry.fact
+        assert isinstance(fact, CommandReceived)
+        key = fact.idempotency_key
+        views.append(
+            CommandView(
+                command=fact.command,
+                at=to_datetime(entry.at),  # type: ignore[arg-type]
+                actor=fact.actor,
+                idempotency_key=key,
+                metadata=fact.metadata,
+                repeats=0 if key is None else repeats.get((fact.command, key), 0),
+            )
+        )
+    return tuple(views)
 
 
 def _gate(gate: dict[str, Any] | None) -> GateView | None:

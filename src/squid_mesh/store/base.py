@@ -122,6 +122,12 @@ class Tx(Protocol):
     def advance_schedule(self, workflow: str, trigger: str, slot: float) -> None:
         """Record ``slot`` as handled, unless a later one already is."""
 
+    def count_repeat(self, run_id: str, command: str, key: str, now: float) -> None:
+        """Count a command repeated with a key the run already has (it changed nothing)."""
+
+    def commands(self, run_id: str) -> tuple[list[Entry], dict[tuple[str, str], int]]:
+        """The run's receipts in journal order, and the repeats per (command, key)."""
+
     def replays(self, run_id: str) -> list[str]:
         """The ids of the runs that replay ``run_id``, oldest first."""
 

@@ -189,6 +189,20 @@ class SqlTx:
         """See :meth:`squid_mesh.store.base.Tx.advance_schedule`."""
         self.command("advance_schedule", {"workflow": workflow, "trigger": trigger, "slot": slot})
 
+    def count_repeat(self, run_id: str, command: str, key: str, now: float) -> None:
+        """See :meth:`squid_mesh.store.base.Tx.count_repeat`."""
+        params = {"run_id": run_id, "command": command, "idempotency_key": key, "now": now}
+        self.command("count_repeat", params)
+
+    def commands(self, run_id: str) -> tuple[list[Entry], dict[tuple[str, str], int]]:
+        """See :meth:`squid_mesh.store.base.Tx.commands`."""
+        receipts = [rows.entry_from_row(r) for r in self.query("command_facts", {"run_id": run_id})]
+        repeats = {
+            (str(command), str(key)): int(n)
+            for command, key, n in self.query("command_repeats", {"run_id": run_id})
+        }
+        return receipts, repeats
+
     def replays(self, run_id: str) -> list[str]:
         """See :meth:`squid_mesh.store.base.Tx.replays`."""
         return [str(row[0]) for row in self.query("replays", {"run_id": run_id})]

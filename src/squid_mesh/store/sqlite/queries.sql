@@ -178,6 +178,22 @@ UPDATE squid_mesh_schedules
    SET last_slot = :slot
  WHERE workflow = :workflow AND trigger = :trigger AND last_slot < :slot;
 
+-- name: count_repeat
+INSERT INTO squid_mesh_command_repeats (run_id, command, idempotency_key, repeats, last_at)
+VALUES (:run_id, :command, :idempotency_key, 1, :now)
+ON CONFLICT (run_id, command, idempotency_key) DO UPDATE
+   SET repeats = squid_mesh_command_repeats.repeats + 1, last_at = excluded.last_at;
+
+-- name: command_facts
+-- The run's receipts (a few rows; the scan is bounded by the run's own journal).
+SELECT seq, kind, at, data FROM squid_mesh_facts
+ WHERE run_id = :run_id AND kind = 'command_received'
+ ORDER BY seq;
+
+-- name: command_repeats
+SELECT command, idempotency_key, repeats FROM squid_mesh_command_repeats
+ WHERE run_id = :run_id;
+
 -- name: run_ids_page
 SELECT run_id FROM squid_mesh_runs WHERE run_id > :after ORDER BY run_id LIMIT :limit;
 
