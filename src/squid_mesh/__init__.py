@@ -20,6 +20,7 @@ from squid_mesh.definition.conditions import Condition
 from squid_mesh.definition.outcomes import Fail, Retry
 from squid_mesh.definition.payload import Field
 from squid_mesh.definition.retry import Backoff, RetryPolicy
+from squid_mesh.definition.spec import Registry, SpecError
 from squid_mesh.definition.triggers import Cron, Manual
 from squid_mesh.definition.workflow import COMPLETE, Workflow
 from squid_mesh.engine.context import StepContext
@@ -87,6 +88,7 @@ __all__ = [
     "ParentView",
     "PayloadError",
     "Problem",
+    "Registry",
     "ReplayRefusedError",
     "Retry",
     "RetryPolicy",
@@ -98,6 +100,7 @@ __all__ = [
     "RunStatus",
     "RunSummary",
     "SeededEntropy",
+    "SpecError",
     "SquidMeshError",
     "StepContext",
     "StepView",

@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from squid_mesh.definition.conditions import Condition
 from squid_mesh.definition.mapping import InputMapping
@@ -18,6 +18,9 @@ from squid_mesh.definition.payload import PayloadSchema
 from squid_mesh.definition.retry import Backoff, RetryPolicy
 from squid_mesh.definition.triggers import Cron, Manual, Trigger
 from squid_mesh.errors import DefinitionError
+
+if TYPE_CHECKING:
+    from squid_mesh.definition.spec import Registry
 
 COMPLETE = "complete"
 """The transition target that ends a run as completed: ``wf.transition("notify", to=sm.COMPLETE)``."""
@@ -447,6 +450,33 @@ class Workflow:
             raise DefinitionError(f"{where}: when must be a sm.Condition or a mapping")
         self._transitions.append(Transition(source, on, to, condition))
         self._definition = None
+
+    @classmethod
+    def from_spec(cls, spec: object, registry: Registry) -> Workflow:
+        """Build a workflow from its JSON spec, its steps' actions taken from ``registry``.
+
+        Every problem is reported at once, each with its JSON path, in a
+        :class:`~squid_mesh.SpecError`. See docs/workflows-as-data.md for the format.
+
+        Example:
+            >>> wf = sm.Workflow.from_spec(json.load(open("refund.json")), registry)  # doctest: +SKIP
+        """
+        from squid_mesh.definition.spec import from_spec
+
+        return from_spec(spec, registry)
+
+    def to_spec(self, registry: Registry | None = None) -> dict[str, Any]:
+        """The workflow as a JSON spec; ``Workflow.from_spec`` of it has the same fingerprint.
+
+        Steps name their functions as ``registry`` names them, or by module and qualified name.
+
+        Example:
+            >>> spec = wf.to_spec(registry)  # doctest: +SKIP
+            >>> sm.Workflow.from_spec(spec, registry).definition().fingerprint  # doctest: +SKIP
+        """
+        from squid_mesh.definition.spec import to_spec
+
+        return to_spec(self, registry)
 
     def definition(self) -> Definition:
         """Validate and freeze the workflow; raises :class:`DefinitionError` naming what is wrong."""
