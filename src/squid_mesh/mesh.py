@@ -210,6 +210,7 @@ class Mesh:
         actor: str | None = None,
         idempotency_key: str | None = None,
         cascade: bool = True,
+        metadata: dict[str, Any] | None = None,
         now: Now = None,
     ) -> RunSnapshot:
         """Cancel a run at once. A step still running has its late result discarded, not applied.
@@ -230,6 +231,7 @@ class Mesh:
             idempotency_key=idempotency_key,
             now=self._now(now),
             cascade=cascade,
+            metadata=metadata,
         )
         return snapshot(state)
 

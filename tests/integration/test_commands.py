@@ -27,7 +27,9 @@ def test_inspect_run_lists_the_commands_with_their_repeats(make_mesh: MeshFactor
         assert mesh.start("approvable", {"n": 1}, idempotency_key="order-1").id == run.id
     mesh.execute_next(owner_id="w")
     metadata = {"ticket": "OPS-1", "auth": {"api_key": "sk_live_1"}}
-    mesh.approve(run.id, actor="maria", metadata=metadata, idempotency_key="ok-1")
+    mesh.approve(
+        run.id, actor="maria", comment="looks right", metadata=metadata, idempotency_key="ok-1"
+    )
     for _ in range(3):
         mesh.approve(run.id, actor="maria", idempotency_key="ok-1")
     snap = mesh.inspect_run(run.id)
@@ -36,7 +38,7 @@ def test_inspect_run_lists_the_commands_with_their_repeats(make_mesh: MeshFactor
         ("approve", "ok-1", 3),
     ]
     approve = snap.commands[1]
-    assert approve.actor == "maria"
+    assert approve.actor == "maria" and approve.comment == "looks right"
     assert approve.metadata == {"ticket": "OPS-1", "auth": {"api_key": "[REDACTED]"}}
     assert approve.at == snap.updated_at
     assert mesh.verify() == [], "repeats are counted beside the journal, not in it"
@@ -62,10 +64,17 @@ def test_a_keyed_replay_counts_its_repeats(make_mesh: MeshFactory) -> None:
 def test_a_cancel_repeated_with_its_key_is_counted(make_mesh: MeshFactory) -> None:
     mesh = make_mesh([approvable()])
     run = mesh.start("approvable", {"n": 2})
-    mesh.cancel(run.id, actor="ops", idempotency_key="c-1")
+    mesh.cancel(
+        run.id,
+        actor="ops",
+        reason="customer left",
+        metadata={"Token": "t0k"},
+        idempotency_key="c-1",
+    )
     mesh.cancel(run.id, actor="ops", idempotency_key="c-1")
     commands = mesh.inspect_run(run.id).commands
-    assert [(c.command, c.actor, c.repeats) for c in commands] == [
-        ("start", None, 0),
-        ("cancel", "ops", 1),
+    assert [(c.command, c.actor, c.comment, c.repeats) for c in commands] == [
+        ("start", None, None, 0),
+        ("cancel", "ops", "customer left", 1),
     ]
+    assert commands[1].metadata == {"Token": "[REDACTED]"}

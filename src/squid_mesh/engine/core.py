@@ -503,6 +503,7 @@ class Engine:
         idempotency_key: str | None,
         now: float,
         cascade: bool = True,
+        metadata: object = None,
     ) -> RunState:
         """Cancel a running run (and, with ``cascade``, its unfinished child runs, recursively).
 
@@ -517,6 +518,7 @@ class Engine:
             check_text("actor", actor)
         if not isinstance(cascade, bool):
             raise InvalidOptionError("cascade", "expected True or False")
+        details = check_metadata(metadata)
         ended: list[str] = []
 
         def write(tx: Tx) -> RunState:
@@ -529,7 +531,11 @@ class Engine:
             if state.status.terminal:
                 raise RunFinishedError(rid, state.status.value, "cancel")
             receipt = f.CommandReceived(
-                "cancel", idempotency_key=idempotency_key, actor=actor, metadata={}
+                "cancel",
+                idempotency_key=idempotency_key,
+                actor=actor,
+                metadata=details,
+                comment=reason,
             )
             after = self._write(tx, state, [receipt, f.RunCancelled(reason)], now)
             ended.append(rid)

@@ -306,7 +306,7 @@ def decide_resolve(
         }
         output = {gate["output"]: decision}
     receipt = f.CommandReceived(
-        command, idempotency_key=idempotency_key, actor=actor, metadata=metadata
+        command, idempotency_key=idempotency_key, actor=actor, metadata=metadata, comment=comment
     )
     resolved = f.GateResolved(
         gate["key"],

@@ -42,6 +42,7 @@ class CommandReceived:
     idempotency_key: str | None = None
     actor: str | None = None
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+    comment: str | None = None
 
 
 @dataclass(frozen=True)

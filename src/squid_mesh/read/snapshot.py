@@ -96,6 +96,7 @@ class CommandView:
     idempotency_key: str | None
     metadata: dict[str, Any]
     repeats: int
+    comment: str | None = None
 
 
 @dataclass(frozen=True)
@@ -254,6 +255,7 @@ def commands_of(
                 idempotency_key=key,
                 metadata=fact.metadata,
                 repeats=0 if key is None else repeats.get((fact.command, key), 0),
+                comment=fact.comment,
             )
         )
     return tuple(views)
