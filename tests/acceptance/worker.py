@@ -44,6 +44,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--hold", action="store_true", help="held steps wait for a release file")
     parser.add_argument("--barrier", default=None, help="directory of a start barrier")
     parser.add_argument("--approve", default=None, help="approve this run first, then drain")
+    parser.add_argument(
+        "--deployed", default="", help="versions of acc_deploy to register, e.g. '1,2'"
+    )
     return parser.parse_args(argv)
 
 
@@ -91,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     workflows.WORKER["tag"] = args.tag or args.owner
     workflows.WORKER["hold"] = args.hold
-    with sm.connect(args.db, workflows=workflows.all_workflows()) as mesh:
+    deployed = [workflows.deployed(v) for v in args.deployed.split(",") if v]
+    with sm.connect(args.db, workflows=[*workflows.all_workflows(), *deployed]) as mesh:
         if args.barrier:
             wait_at_barrier(Path(args.barrier), args.owner)
         if args.approve:

@@ -235,6 +235,23 @@ def scheduled() -> sm.Workflow:
     return wf
 
 
+def deployed(version: str) -> sm.Workflow:
+    """``acc_deploy`` at a given version: pack then ship, each recording the version that ran it."""
+    wf = sm.Workflow("acc_deploy", version=version)
+
+    @wf.step()
+    def pack(input: dict[str, Any], ctx: sm.StepContext) -> dict[str, Any]:
+        return {"packed_on": ctx.version}
+
+    @wf.step()
+    def ship(input: dict[str, Any], ctx: sm.StepContext) -> dict[str, Any]:
+        return {"shipped_on": ctx.version}
+
+    wf.transition("pack", to="ship")
+    wf.transition("ship", to=sm.COMPLETE)
+    return wf
+
+
 def all_workflows() -> list[sm.Workflow]:
     """Every acceptance workflow (the test process and the workers register the same set)."""
     return [
