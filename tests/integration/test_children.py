@@ -55,7 +55,7 @@ def drain(mesh: sm.Mesh, queue: str = "default") -> list[tuple[str, str]]:
 
 
 def test_children_are_started_once_per_key_and_awaited_without_polling(
-    make_mesh: MeshFactory,
+    make_mesh: MeshFactory, clock: FakeClock
 ) -> None:
     started: list[str] = []
     mesh = make_mesh([team(started), invite()])
@@ -72,7 +72,11 @@ def test_children_are_started_once_per_key_and_awaited_without_polling(
     assert child.parent == sm.ParentView(run_id=parent.id, step="spawn", child_key="a@x.io")
     assert child.queue == "invites"
 
+    clock.advance(5)  # the children end later than the await step parked
     assert drain(mesh, "invites") == [("send", "completed"), ("send", "completed")]
+    woken = next(s for s in mesh.inspect_run(parent.id).steps if s.name == "wait_invites")
+    assert woken.attempts[0].visible_at.timestamp() == clock(), "due from the wake-up on"
+    assert mesh.verify() == []
     # The last child to end woke the await step: it is due again, on the parent's queue.
     assert drain(mesh) == [("wait_invites", "completed"), ("report", "completed")]
     done = mesh.inspect_run(parent.id)

@@ -57,7 +57,8 @@ VALUES (:run_id, :key, :step, :visit, :number, :queue, :wf_key, :status, :input,
         :due_at, :claim_hash, :owner, :lease_until, :claims, :started_at, :finished_at, :output,
         :error, :finished_rev)
 ON CONFLICT (run_id, key) DO UPDATE
-   SET wf_key = excluded.wf_key, status = excluded.status, due_at = excluded.due_at,
+   SET wf_key = excluded.wf_key, status = excluded.status, visible_at = excluded.visible_at,
+       due_at = excluded.due_at,
        claim_hash = excluded.claim_hash,
        owner = excluded.owner, lease_until = excluded.lease_until, claims = excluded.claims,
        started_at = excluded.started_at, finished_at = excluded.finished_at,
