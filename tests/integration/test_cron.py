@@ -127,3 +127,24 @@ def test_bad_tick_times_are_refused(make_mesh: MeshFactory) -> None:
 def test_bad_cron_options_are_refused(options: dict[str, object], message: str) -> None:
     with pytest.raises(sm.DefinitionError, match=message):
         sm.Cron("0 6 * * *", **options)  # type: ignore[arg-type]
+
+
+def test_a_cron_payload_that_does_not_fit_the_schema_is_refused_when_declared() -> None:
+    wf = sm.Workflow(
+        "strict",
+        payload={"channel": sm.Field(str)},
+        triggers=[sm.Cron("0 6 * * *", name="morning", payload={"channel": 7})],
+    )
+
+    @wf.step()
+    def only(input: dict, ctx: sm.StepContext) -> dict:
+        return {}
+
+    wf.transition("only", to=sm.COMPLETE)
+    with pytest.raises(sm.DefinitionError, match=r"cron trigger 'morning': its payload"):
+        wf.definition()
+    named = sm.Workflow("named", triggers=[sm.Manual(name="no spaces allowed")])
+    named.step("only")(only)
+    named.transition("only", to=sm.COMPLETE)
+    with pytest.raises(sm.DefinitionError, match=r"trigger name 'no spaces allowed'"):
+        named.definition()

@@ -41,7 +41,10 @@ def every_feature() -> list[sm.Workflow]:
         "spec_machine",
         version="3",
         payload={"n": sm.Field(int), "tag": sm.Field(str, required=False, default="x")},
-        triggers=[sm.Manual(), sm.Cron("0 6 * * *", timezone="Europe/Berlin", catch_up="all")],
+        triggers=[
+            sm.Manual(),
+            sm.Cron("0 6 * * *", timezone="Europe/Berlin", catch_up="all", payload={"n": 1}),
+        ],
         queue="special",
         max_visits=7,
     )

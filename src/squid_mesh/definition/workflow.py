@@ -17,7 +17,7 @@ from squid_mesh.definition.mapping import InputMapping
 from squid_mesh.definition.payload import PayloadSchema
 from squid_mesh.definition.retry import Backoff, RetryPolicy
 from squid_mesh.definition.triggers import Cron, Manual, Trigger
-from squid_mesh.errors import DefinitionError
+from squid_mesh.errors import DefinitionError, SquidMeshError
 
 if TYPE_CHECKING:
     from squid_mesh.definition.spec import Registry
@@ -670,8 +670,18 @@ def _check_triggers(wf: Workflow) -> None:
     for t in wf._triggers:
         if not isinstance(t, Manual | Cron):
             raise DefinitionError(f"workflow {wf.name!r}: triggers must be sm.Manual or sm.Cron")
+        _check_name("trigger", t.name)
         if names.count(t.name) > 1:
             raise DefinitionError(f"workflow {wf.name!r}: trigger name {t.name!r} is used twice")
+        if isinstance(t, Cron):
+            # A scheduled run's payload is known now: check it now, not at every tick.
+            try:
+                wf._payload.validate(t.payload)
+            except SquidMeshError as exc:
+                raise DefinitionError(
+                    f"workflow {wf.name!r} cron trigger {t.name!r}: its payload does not fit "
+                    f"the workflow's payload schema: {exc.message}"
+                ) from None
 
 
 def _entry_step(wf: Workflow, routes: Mapping[tuple[str, Outcome], list[Transition]]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -36,6 +37,7 @@ from squid_mesh.errors import (
     RunFinishedError,
     RunNotFoundError,
     RunNotPausedError,
+    SquidMeshError,
     StoreError,
     UnknownWorkflowError,
     WrongGateError,
@@ -53,6 +55,7 @@ from squid_mesh.journal.fold import (
 from squid_mesh.store.base import ChildRow, Conflict, RunFilter, RunRow, Store, Tx, iter_pages
 
 T = TypeVar("T")
+logger = logging.getLogger("squid_mesh")
 _MAX_RACES = 100
 # Child run ids are uuid5(this, "<parent run id>/<child_key>"): the same child for the same key
 # for the parent's whole lifetime, so a retried step finds the child its first attempt started.
@@ -393,8 +396,16 @@ class Engine:
         started = []
         for d in self.latest.values():
             for trigger in d.triggers:
-                if isinstance(trigger, Cron):
+                if not isinstance(trigger, Cron):
+                    continue
+                try:
                     started.extend(self._tick(d, trigger, now))
+                except SquidMeshError as exc:
+                    # One trigger that cannot start (a database hiccup, say) must not starve the
+                    # others: it is logged, and the next tick tries it again from where it was.
+                    logger.warning(
+                        "cron trigger %r of workflow %r: %s", trigger.name, d.name, exc.message
+                    )
         return started
 
     def _tick(self, d: Definition, trigger: Cron, now: float) -> list[RunState]:
