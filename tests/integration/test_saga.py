@@ -236,3 +236,38 @@ def test_bad_compensation_options_are_refused(options: dict[str, Any], message: 
     wf = sm.Workflow("bad")
     with pytest.raises(sm.DefinitionError, match=message):
         wf.step("s", **options)(lambda input, ctx: {})
+
+
+def test_a_branch_still_running_when_compensation_starts_is_told_to_stop(
+    make_mesh: MeshFactory, clock: FakeClock
+) -> None:
+    seen: dict[str, Any] = {}
+    calls: list[str] = []
+    wf = sm.Workflow("stop_branch", version="1")
+
+    @wf.step(compensate=lambda input, ctx: {})
+    def first(input: dict, ctx: sm.StepContext) -> dict:
+        return {}
+
+    def branch(input: dict, ctx: sm.StepContext) -> dict:
+        calls.append(ctx.step)
+        if len(calls) > 1:
+            raise sm.Fail("broken")
+        other.execute_next(owner_id="w2")  # the other branch fails the run meanwhile
+        seen["cancelled"] = ctx.cancelled
+        try:
+            ctx.heartbeat()
+        except sm.Cancelled:
+            seen["heartbeat"] = "raised"
+        return {}
+
+    wf.step("b1", after=["first"])(branch)
+    wf.step("b2", after=["first"])(branch)
+    mesh = make_mesh([wf])
+    other = make_mesh([wf])
+    run = mesh.start("stop_branch", {})
+    assert mesh.execute_next(owner_id="w1") is not None  # first
+    late = mesh.execute_next(owner_id="w1")  # one branch; inside it the other one fails
+    assert late is not None and late.outcome == "discarded"
+    assert seen == {"cancelled": True, "heartbeat": "raised"}
+    assert mesh.inspect_run(run.id).compensation == "running"

@@ -112,3 +112,36 @@ def test_a_version_whose_code_changed_is_reported(make_mesh: MeshFactory) -> Non
         make_mesh([order("1", second="deliver")])
     with pytest.raises(sm.DefinitionError, match=r"workflow 'order' version '1'"):
         make_mesh([order("1", second="deliver")], strict_versions=True)
+
+
+def test_a_step_whose_run_moved_to_a_version_this_worker_lacks_goes_back_to_the_queue(
+    make_mesh: MeshFactory,
+) -> None:
+    operator = make_mesh([order("1"), order("2")])
+    run_id: list[str] = []
+    wf = sm.Workflow("order", version="1")
+
+    @wf.step()
+    def pack(input: dict, ctx: sm.StepContext) -> dict:
+        # While this v1-only worker runs the step, an operator moves the run to v2.
+        operator.migrate_run(ctx.run_id, to_version="2")
+        return {"packed_by": "v1 worker"}
+
+    @wf.step()
+    def ship(input: dict, ctx: sm.StepContext) -> dict:
+        return {}
+
+    wf.transition("pack", to="ship")
+    wf.transition("ship", to=sm.COMPLETE)
+    worker = make_mesh([wf])
+    run_id.append(worker.start("order", {}).id)
+    done = worker.execute_next(owner_id="v1")
+    assert done is not None and done.outcome == "released"
+    snap = operator.inspect_run(run_id[0])
+    assert snap.version == "2" and snap.steps[0].attempts[0].status == "scheduled"
+    while operator.execute_next(owner_id="v2"):
+        pass
+    final = operator.inspect_run(run_id[0])
+    assert final.status == sm.RunStatus.COMPLETED
+    assert final.context == {"packed_by": "2", "finished_by": "2"}
+    assert operator.verify() == []

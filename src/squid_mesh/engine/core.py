@@ -696,7 +696,7 @@ class Engine:
                 heartbeat=lambda: self._heartbeat(
                     state.run_id, attempt.key, claim.claim_hash, lease
                 ),
-                run_status=lambda: self.load(state.run_id, history=False)[0].status.value,
+                run_status=lambda: self._seen_status(state.run_id, attempt.key),
                 start_child=lambda workflow, payload, child_key, queue: self._start_child(
                     state.run_id, attempt.step, workflow, payload, child_key, queue
                 ),
@@ -722,6 +722,18 @@ class Engine:
             # The record's own claim found nothing due: the next call probes (cheaply) first.
             self._busy.discard(slot)
         return execution
+
+    def _seen_status(self, run_id: str, key: str) -> str:
+        """What a running step's ``ctx.cancelled`` looks at.
+
+        The run's status, or ``cancelled`` when the step's own attempt was cancelled (the run
+        is compensating).
+        """
+        state = self.load(run_id, history=False)[0]
+        attempt = state.attempts.get(key)
+        if attempt is not None and attempt.status is AttemptStatus.CANCELLED:
+            return "cancelled"
+        return state.status.value
 
     def _start_child(
         self,
@@ -826,9 +838,16 @@ class Engine:
                 outcome: Outcome = "lease_lost"
                 after = state
             else:
-                d = self.definitions[f"{state.workflow}@{state.version}"]
-                facts = planner.decide_record(
-                    d, state, attempt, result, runnable, done_at, rand, children
+                d = self.definitions.get(f"{state.workflow}@{state.version}")
+                facts: list[f.Fact] = (
+                    # The run was moved to a version this process does not have while the step
+                    # ran: its result cannot be decided here. The attempt goes back to the queue
+                    # for a worker that has the version (the step runs again: at least once).
+                    [f.AttemptReleased(attempt.key)]
+                    if d is None
+                    else planner.decide_record(
+                        d, state, attempt, result, runnable, done_at, rand, children
+                    )
                 )
                 outcome = outcome_of(facts)
                 entries = _entries(state, facts, done_at)
@@ -984,6 +1003,8 @@ class Engine:
                 )
             if state.status.terminal:
                 return state.status.value
+            if state.attempts[key].status is AttemptStatus.CANCELLED:
+                return "cancelled"  # the run is undoing a failure: this branch must stop
             self._write(tx, state, [f.AttemptHeartbeat(key, beat_at + lease)], beat_at)
             return None
 

@@ -9,7 +9,9 @@ from typing import Any, Literal
 from squid_mesh.journal import facts as f
 from squid_mesh.journal.fold import AttemptState, RunState, RunStatus
 
-Outcome = Literal["completed", "failed", "retry_scheduled", "waiting", "discarded", "lease_lost"]
+Outcome = Literal[
+    "completed", "failed", "retry_scheduled", "waiting", "discarded", "released", "lease_lost"
+]
 
 
 @dataclass(frozen=True)
@@ -18,7 +20,9 @@ class Execution:
 
     ``outcome``: ``completed`` (the step succeeded), ``retry_scheduled`` (it failed and will be tried
     again), ``failed`` (it failed for good and the run took its error route or failed),
-    ``waiting`` (an await step parked until the run's child runs end),
+    ``waiting`` (an await step parked until the run's child runs end), ``released`` (the run
+    was moved to a version this process does not have while the step ran; the attempt went back
+    to the queue),
     ``discarded`` (the run ended while the step ran; its result was kept, not applied), or
     ``lease_lost`` (another worker had taken the attempt over; nothing was recorded).
     """
@@ -59,6 +63,8 @@ def outcome_of(facts: Sequence[f.Fact]) -> Outcome:
         return "discarded"
     if f.AttemptParked in kinds:
         return "waiting"
+    if f.AttemptReleased in kinds:
+        return "released"
     if f.CompensationStarted in kinds:
         return "failed"  # the steps planned are compensations, not a retry
     if f.AttemptCompleted in kinds:
