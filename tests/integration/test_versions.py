@@ -145,3 +145,49 @@ def test_a_step_whose_run_moved_to_a_version_this_worker_lacks_goes_back_to_the_
     assert final.status == sm.RunStatus.COMPLETED
     assert final.context == {"packed_by": "2", "finished_by": "2"}
     assert operator.verify() == []
+
+
+def fan(version: str, *, extra: bool = False) -> sm.Workflow:
+    wf = sm.Workflow("fan", version=version)
+
+    def work(input: dict, ctx: sm.StepContext) -> dict:
+        return {}
+
+    wf.step("a")(work)
+    wf.step("b", after=["a"])(work)
+    if extra:
+        wf.step("x", after=["a"])(work)
+    return wf
+
+
+def test_a_dag_version_adding_a_step_after_completed_ones_is_refused(
+    make_mesh: MeshFactory,
+) -> None:
+    mesh = make_mesh([fan("2", extra=True), fan("1")])
+    run = mesh.start("fan", {})  # on v1, registered last
+    mesh.execute_next(owner_id="w")  # a
+    with pytest.raises(sm.MigrationRefusedError, match=r"would never run") as refused:
+        mesh.migrate_run(run.id, to_version="2")
+    assert refused.value.steps == ["x"]
+
+
+def test_a_run_with_parallel_branches_cannot_move_to_a_state_machine_version(
+    make_mesh: MeshFactory,
+) -> None:
+    branches = sm.Workflow("shape", version="1")
+    machine = sm.Workflow("shape", version="2")
+
+    def work(input: dict, ctx: sm.StepContext) -> dict:
+        return {}
+
+    branches.step("left")(work)
+    branches.step("right")(work)
+    branches.step("join", after=["left", "right"])(work)
+    machine.step("left")(work)
+    machine.step("right")(work)
+    machine.transition("left", to="right")
+    machine.transition("right", to=sm.COMPLETE)
+    mesh = make_mesh([machine, branches])
+    run = mesh.start("shape", {})  # on v1: two roots are live
+    with pytest.raises(sm.MigrationRefusedError, match=r"state machine, and the run runs branches"):
+        mesh.migrate_run(run.id, to_version="2")

@@ -360,14 +360,9 @@ class Engine:
                 )
             if target_version == state.version:
                 return state
-            missing = planner.missing_steps(target, state)
-            if missing:
-                raise MigrationRefusedError(
-                    rid,
-                    f"version {target_version!r} has no step {', '.join(map(repr, missing))}, "
-                    "which the run is waiting on",
-                    missing,
-                )
+            problem = planner.migration_problem(target, state)
+            if problem is not None:
+                raise MigrationRefusedError(rid, problem[0], problem[1])
             receipt = f.CommandReceived(
                 "migrate", actor=who, metadata={"from": state.version, "to": target_version}
             )

@@ -469,6 +469,31 @@ def decide_late(attempt: AttemptState, result: StepResult, reason: str) -> list[
     return [f.ResultDiscarded(attempt.key, reason, result.output, result.error)]
 
 
+def migration_problem(target: Definition, state: RunState) -> tuple[str, list[str]] | None:
+    """Why ``state`` cannot move to ``target`` (another version), with the steps concerned."""
+    missing = missing_steps(target, state)
+    if missing:
+        return f"version {target.version!r} has no step {', '.join(map(repr, missing))}", missing
+    live = state.live_attempts()
+    if target.mode == "transitions" and len(live) > 1:
+        steps = sorted({a.step for a in live})
+        return f"version {target.version!r} is a state machine, and the run runs branches", steps
+    if target.mode == "dag":
+        done = {a.step for a in state.attempts.values() if a.status is AttemptStatus.COMPLETED}
+        stranded = [
+            name
+            for name, step in target.steps.items()
+            if not state.visits(name) and step.after and set(step.after) <= done
+        ]
+        if stranded:
+            return (
+                f"version {target.version!r} adds steps after steps this run already "
+                "completed; they would never run",
+                stranded,
+            )
+    return None
+
+
 def missing_steps(target: Definition, state: RunState) -> list[str]:
     """The steps a run waits on that ``target`` (another version) does not have."""
     needed = set()
