@@ -7,3 +7,16 @@
 ALTER TABLE squid_mesh_runs ADD COLUMN gate TEXT;
 
 ALTER TABLE squid_mesh_runs ADD COLUMN command_keys TEXT NOT NULL DEFAULT '{}';
+
+-- Runs from before this version: the keys of the manual commands they received, from the journal.
+UPDATE squid_mesh_runs r
+   SET command_keys = k.keys
+  FROM (SELECT f.run_id,
+               json_object_agg(f.data::json ->> 'idempotency_key',
+                               f.data::json ->> 'command')::text AS keys
+          FROM squid_mesh_facts f
+         WHERE f.kind = 'command_received'
+           AND f.data::json ->> 'command' IN ('cancel', 'resume', 'approve', 'reject')
+           AND f.data::json ->> 'idempotency_key' IS NOT NULL
+         GROUP BY f.run_id) k
+ WHERE r.run_id = k.run_id;
