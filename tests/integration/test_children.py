@@ -278,3 +278,28 @@ def test_a_retried_parent_step_gets_the_child_its_first_attempt_started(
     snap = mesh.inspect_run(run.id)
     assert [c.run_id for c in snap.children] == [children[0]]
     assert snap.context["child"] == children[0]
+
+
+def test_a_parent_that_fails_cancels_its_unfinished_children(make_mesh: MeshFactory) -> None:
+    wf = sm.Workflow("doomed_parent", version="1")
+
+    @wf.step()
+    def spawn(input: dict, ctx: sm.StepContext) -> dict:
+        ctx.start_child("invite", {"email": "a@x.io"}, child_key="a")
+        return {}
+
+    @wf.step()
+    def explode(input: dict, ctx: sm.StepContext) -> dict:
+        raise sm.Fail("no more budget")
+
+    wf.transition("spawn", to="explode")
+    wf.transition("explode", to=sm.COMPLETE)
+    mesh = make_mesh([wf, invite()])
+    run = mesh.start("doomed_parent", {})
+    drain(mesh)
+    snap = mesh.inspect_run(run.id)
+    assert snap.status == sm.RunStatus.FAILED
+    (child,) = snap.children
+    assert child.status == sm.RunStatus.CANCELLED
+    assert drain(mesh, "invites") == []
+    assert mesh.verify() == []

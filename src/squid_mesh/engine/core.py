@@ -94,6 +94,16 @@ def _runnable_step(d: Definition, name: str) -> Step | None:
     )
 
 
+def _gave_up(before: RunState, after: RunState) -> bool:
+    """Whether this write failed the run for good, or started compensating its failure."""
+    if before.status.terminal:
+        return False
+    if after.status is RunStatus.FAILED:
+        return (before.error or {}).get("compensation") != "running"
+    compensating = (after.error or {}).get("compensation") == "running"
+    return compensating and (before.error or {}).get("compensation") != "running"
+
+
 @dataclasses.dataclass(frozen=True)
 class Lineage:
     """What surrounds a run, for inspection: children, replays, receipts and their repeats."""
@@ -182,6 +192,11 @@ class Engine:
         return after
 
     def _after_save(self, tx: Tx, before: RunState, after: RunState, now: float) -> None:
+        if _gave_up(before, after):
+            # A run that failed for good (or started undoing its failure) has no use for the
+            # results of its child runs: they are cancelled with it, as a cancel would.
+            reason = f"parent run {after.run_id} failed"
+            self._cancel_children(tx, after.run_id, reason, None, now, [])
         # A child run that just ended wakes its parent's parked await step, in the same
         # transaction, once all the parent's children have ended: no poll, and no window in
         # which the wake-up could be lost.
@@ -927,7 +942,10 @@ class Engine:
         """
         execution, after, entries, held = decided
         try:
+            # Writes with effects on other runs (waking a parent, cancelling children) need a
+            # transaction of their own (see _after_save).
             wakes = after.parent is not None and after.status.terminal
+            wakes = wakes or _gave_up(claim.state, after)
             if entries and (held is not None or not prefetch) and not wakes:
                 # The whole write is one statement: no BEGIN/COMMIT round trips for it.
                 with self.store.single_write() as tx:
