@@ -11,8 +11,11 @@
 --
 -- Lock discipline: the run row guards the run and all its attempts. Every writer locks the run row
 -- first (load_run_for_update, or next_claimable's FOR UPDATE OF r SKIP LOCKED) and only then touches
--- attempts, so two writers never wait on each other in opposite orders (no deadlock), and a claim
--- never waits at all: a run busy in another transaction is skipped.
+-- attempts, so two writers of one run never wait on each other in opposite orders, and a claim
+-- never waits at all: a run busy in another transaction is skipped. Writes that reach a second run
+-- are the exception: a child that ends locks its parent after itself, while a cancel locks the
+-- parent before its children. Should the two meet, PostgreSQL reports a deadlock after
+-- deadlock_timeout (1 s by default), one of them is retried, and both end correctly.
 
 -- name: load_run
 -- The run row and all its attempts in one round trip; attempts come as a JSON array of arrays in
