@@ -97,6 +97,8 @@ class Mesh:
         idempotency_key: str | None = None,
         queue: str | None = None,
         run_id: str | None = None,
+        actor: str | None = None,
+        metadata: dict[str, Any] | None = None,
         now: Now = None,
     ) -> RunSnapshot:
         """Start a run of the newest registered version of ``workflow``.
@@ -104,7 +106,8 @@ class Mesh:
         The payload is validated against the workflow's schema before anything is written; the run,
         its receipt and its first attempt commit together. With ``idempotency_key``, every later
         start with the same key returns the same run for its whole lifetime (a different payload
-        raises :class:`~squid_mesh.IdempotencyConflictError`).
+        raises :class:`~squid_mesh.IdempotencyConflictError`). ``actor`` and ``metadata`` go into
+        the start's receipt (metadata values of secret-looking keys redacted).
 
         Example:
             >>> run = mesh.start("payment_recovery", {"invoice_id": "inv_1"},
@@ -118,6 +121,7 @@ class Mesh:
             queue=queue,
             run_id=run_id,
             now=self._now(now),
+            receipt=self._engine.start_receipt(idempotency_key, actor, metadata),
         )
         return snapshot(state)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import squid_mesh as sm
 from tests.conftest import MeshFactory
 
@@ -78,3 +80,22 @@ def test_a_cancel_repeated_with_its_key_is_counted(make_mesh: MeshFactory) -> No
         ("cancel", "ops", "customer left", 1),
     ]
     assert commands[1].metadata == {"Token": "[REDACTED]"}
+
+
+def test_a_start_records_its_actor_and_redacted_metadata(
+    make_mesh: MeshFactory, db_url: str
+) -> None:
+    from tests.support.databases import row_counts
+
+    mesh = make_mesh([approvable()])
+    run = mesh.start(
+        "approvable", {"n": 3}, actor="api", metadata={"request": "r-1", "secret": "s3"}
+    )
+    (start,) = mesh.inspect_run(run.id).commands
+    assert (start.command, start.actor) == ("start", "api")
+    assert start.metadata == {"request": "r-1", "secret": "[REDACTED]"}
+    before = row_counts(db_url)
+    for bad in ({"actor": ""}, {"metadata": "not a dict"}):
+        with pytest.raises(sm.InvalidOptionError):
+            mesh.start("approvable", {"n": 4}, **bad)  # type: ignore[arg-type]
+    assert row_counts(db_url) == before

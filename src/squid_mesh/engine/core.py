@@ -324,6 +324,22 @@ class Engine:
             tx.count_repeat(existing.run_id, command, repeat_key, self.clock())
         return existing
 
+    @staticmethod
+    def start_receipt(key: object, actor: object, metadata: object) -> f.CommandReceived | None:
+        """The receipt of a host's start with an actor or metadata (checked; secrets redacted)."""
+        if actor is None and metadata is None:
+            return None  # the plain receipt
+        who = None if actor is None else check_text("actor", actor)
+        details = check_metadata(metadata)
+        if key is not None:
+            check_text("idempotency_key", key)
+        return f.CommandReceived(
+            "start",
+            idempotency_key=key,  # type: ignore[arg-type]  # checked above
+            actor=who,
+            metadata=details,
+        )
+
     # -- versions ---------------------------------------------------------------------------
 
     def register_definitions(self) -> list[str]:
