@@ -47,6 +47,7 @@ from squid_mesh.errors import (
 )
 from squid_mesh.journal.fold import AttemptStatus, RunStatus
 from squid_mesh.mesh import Mesh, connect
+from squid_mesh.read.explain import Explanation, Reason
 from squid_mesh.read.listing import RunPage, RunSummary
 from squid_mesh.read.snapshot import (
     AttemptView,
@@ -74,6 +75,7 @@ __all__ = [
     "DefinitionDriftWarning",
     "DefinitionError",
     "Execution",
+    "Explanation",
     "Fail",
     "Field",
     "GateView",
@@ -88,6 +90,7 @@ __all__ = [
     "ParentView",
     "PayloadError",
     "Problem",
+    "Reason",
     "Registry",
     "ReplayRefusedError",
     "Retry",

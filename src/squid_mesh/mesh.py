@@ -15,6 +15,7 @@ from squid_mesh.engine.entropy import Clock, Entropy, SystemEntropy, to_epoch, t
 from squid_mesh.engine.results import Execution, Problem
 from squid_mesh.errors import DefinitionDriftWarning, DefinitionError, InvalidOptionError
 from squid_mesh.journal.fold import RunStatus
+from squid_mesh.read.explain import Explanation, explain
 from squid_mesh.read.listing import (
     RunPage,
     check_limit,
@@ -319,6 +320,28 @@ class Mesh:
             now=self._now(now),
         )
         return snapshot(state)
+
+    def explain_run(self, run_id: str, *, now: Now = None) -> Explanation:
+        """Why the run is where it is, and what can be done about it; read-only.
+
+        Returns an :class:`~squid_mesh.Explanation`: a ``reason`` from a closed set (see
+        :class:`~squid_mesh.Reason`), a one-sentence ``summary``, the ``steps`` concerned,
+        ``next_actions`` and the ``evidence`` (times, attempt, lease owner and expiry, last error,
+        children, command counts).
+
+        Example:
+            >>> mesh.explain_run(run.id).reason  # doctest: +SKIP
+            <Reason.SCHEDULED_RETRY: 'scheduled_retry'>
+        """
+        state, _, around = self._engine.inspect(run_id, history=False, children=True)
+        definition = self._engine.definitions.get(f"{state.workflow}@{state.version}")
+        counts: dict[str, int] = {}
+        for entry in around.receipts:
+            command = getattr(entry.fact, "command", "?")
+            counts[command] = counts.get(command, 0) + 1
+        for (command, _key), repeats in around.repeats.items():
+            counts[f"{command}_repeats"] = counts.get(f"{command}_repeats", 0) + repeats
+        return explain(state, definition, around.children, self._now(now), counts)
 
     def inspect_run(self, run_id: str, *, history: bool = False) -> RunSnapshot:
         """A typed snapshot of a run; with ``history=True`` its journal facts too.
