@@ -48,6 +48,7 @@ from squid_mesh.errors import (
 from squid_mesh.journal.fold import AttemptStatus, RunStatus
 from squid_mesh.mesh import Mesh, connect
 from squid_mesh.read.explain import Explanation, Reason
+from squid_mesh.read.graph import GraphEdge, GraphNode, RunGraph
 from squid_mesh.read.listing import RunPage, RunSummary
 from squid_mesh.read.snapshot import (
     AttemptView,
@@ -79,6 +80,8 @@ __all__ = [
     "Fail",
     "Field",
     "GateView",
+    "GraphEdge",
+    "GraphNode",
     "HistoryEntry",
     "IdempotencyConflictError",
     "InputMappingError",
@@ -96,6 +99,7 @@ __all__ = [
     "Retry",
     "RetryPolicy",
     "RunFinishedError",
+    "RunGraph",
     "RunNotFoundError",
     "RunNotPausedError",
     "RunPage",

@@ -13,9 +13,15 @@ from squid_mesh.definition.workflow import Workflow
 from squid_mesh.engine.core import Engine
 from squid_mesh.engine.entropy import Clock, Entropy, SystemEntropy, to_epoch, to_seconds
 from squid_mesh.engine.results import Execution, Problem
-from squid_mesh.errors import DefinitionDriftWarning, DefinitionError, InvalidOptionError
+from squid_mesh.errors import (
+    DefinitionDriftWarning,
+    DefinitionError,
+    InvalidOptionError,
+    UnknownWorkflowError,
+)
 from squid_mesh.journal.fold import RunStatus
 from squid_mesh.read.explain import Explanation, explain
+from squid_mesh.read.graph import RunGraph, run_graph
 from squid_mesh.read.listing import (
     RunPage,
     check_limit,
@@ -342,6 +348,22 @@ class Mesh:
         for (command, _key), repeats in around.repeats.items():
             counts[f"{command}_repeats"] = counts.get(f"{command}_repeats", 0) + repeats
         return explain(state, definition, around.children, self._now(now), counts)
+
+    def run_graph(self, run_id: str) -> RunGraph:
+        """The run as a graph; ``to_dot()`` and ``to_mermaid()`` render it.
+
+        Every declared step with its status, every edge with whether the run took it. Needs the
+        run's version registered here (:class:`~squid_mesh.UnknownWorkflowError` otherwise).
+
+        Example:
+            >>> print(mesh.run_graph(run.id).to_dot())  # doctest: +SKIP
+        """
+        state, entries = self._engine.load(run_id, history=True)
+        key = f"{state.workflow}@{state.version}"
+        definition = self._engine.definitions.get(key)
+        if definition is None:
+            raise UnknownWorkflowError(key, sorted(self._engine.definitions))
+        return run_graph(state, definition, entries or [])
 
     def inspect_run(self, run_id: str, *, history: bool = False) -> RunSnapshot:
         """A typed snapshot of a run; with ``history=True`` its journal facts too.
