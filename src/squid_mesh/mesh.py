@@ -435,6 +435,19 @@ class Mesh:
         counts = self._engine.run_counts(where)
         return {status: counts.get(status.value, 0) for status in RunStatus}
 
+    def purge(self, *, older_than: float | timedelta, now: Now = None) -> int:
+        """Delete finished runs (completed, failed, cancelled) not changed for ``older_than``.
+
+        Their journals, attempts and counters go with them; running and paused runs are never
+        touched. Returns how many runs were deleted.
+
+        Example:
+            >>> mesh.purge(older_than=timedelta(days=30))  # doctest: +SKIP
+            1200
+        """
+        age = to_seconds("older_than", older_than)
+        return self._engine.purge(self._now(now) - age)
+
     def verify(self) -> list[Problem]:
         """Refold every run's journal; return the runs whose projection differs (empty when sound).
 

@@ -1067,6 +1067,15 @@ class Engine:
         # never make a read mix two revisions (and so never make verify() report a false problem).
         return self.transact(read, read_only=True)
 
+    def purge(self, before: float, limit: int = 500) -> int:
+        """Delete finished runs last changed before ``before``, ``limit`` per transaction."""
+        total = 0
+        while True:
+            removed = self.transact(lambda tx: tx.purge(before, limit))
+            total += len(removed)
+            if len(removed) < limit:
+                return total
+
     def list_runs(
         self, where: RunFilter, before: tuple[float, str] | None, limit: int
     ) -> list[RunRow]:

@@ -128,6 +128,9 @@ class Tx(Protocol):
     def commands(self, run_id: str) -> tuple[list[Entry], dict[tuple[str, str], int]]:
         """The run's receipts in journal order, and the repeats per (command, key)."""
 
+    def purge(self, before: float, limit: int) -> list[str]:
+        """Delete up to ``limit`` finished runs last changed before ``before``; return their ids."""
+
     def replays(self, run_id: str) -> list[str]:
         """The ids of the runs that replay ``run_id``, oldest first."""
 

@@ -203,6 +203,16 @@ class SqlTx:
         }
         return receipts, repeats
 
+    def purge(self, before: float, limit: int) -> list[str]:
+        """See :meth:`squid_mesh.store.base.Tx.purge`."""
+        run_ids = [
+            str(r[0]) for r in self.query("purgeable_runs", {"before": before, "limit": limit})
+        ]
+        for run_id in run_ids:
+            for name in ("purge_facts", "purge_attempts", "purge_repeats", "purge_run"):
+                self.command(name, {"run_id": run_id})
+        return run_ids
+
     def replays(self, run_id: str) -> list[str]:
         """See :meth:`squid_mesh.store.base.Tx.replays`."""
         return [str(row[0]) for row in self.query("replays", {"run_id": run_id})]

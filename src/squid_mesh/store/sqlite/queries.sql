@@ -195,6 +195,26 @@ SELECT seq, kind, at, data FROM squid_mesh_facts
 SELECT command, idempotency_key, repeats FROM squid_mesh_command_repeats
  WHERE run_id = :run_id;
 
+-- name: purgeable_runs
+-- Finished runs not changed since a time, oldest first (an operator's occasional clean-up: it reads
+-- the runs table, there is no index on updated_at).
+SELECT run_id FROM squid_mesh_runs
+ WHERE status IN ('completed', 'failed', 'cancelled') AND updated_at < :before
+ ORDER BY updated_at
+ LIMIT :limit;
+
+-- name: purge_facts
+DELETE FROM squid_mesh_facts WHERE run_id = :run_id;
+
+-- name: purge_attempts
+DELETE FROM squid_mesh_attempts WHERE run_id = :run_id;
+
+-- name: purge_repeats
+DELETE FROM squid_mesh_command_repeats WHERE run_id = :run_id;
+
+-- name: purge_run
+DELETE FROM squid_mesh_runs WHERE run_id = :run_id;
+
 -- name: run_ids_page
 SELECT run_id FROM squid_mesh_runs WHERE run_id > :after ORDER BY run_id LIMIT :limit;
 

@@ -1,0 +1,327 @@
+"""The ``squid-mesh`` command: operate runs from a shell.
+
+Exit codes: 0 done, 1 the command was refused (one line on stderr says why), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Any
+
+import click
+
+import squid_mesh as sm
+
+_AGE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe form of the read model's dataclasses."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: _plain(v) for k, v in dataclasses.asdict(value).items()}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    return value
+
+
+def _emit(value: Any) -> None:
+    click.echo(json.dumps(_plain(value), indent=2, sort_keys=True))
+
+
+def _workflows(app: str | None) -> list[sm.Workflow]:
+    if not app:
+        return []
+    module_name, _, attr = app.partition(":")
+    if not module_name or not attr:
+        raise click.BadParameter("expected module:attribute", param_hint="--app")
+    try:
+        found = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise click.BadParameter(f"cannot load {app!r}: {exc}", param_hint="--app") from None
+    workflows = found() if callable(found) and not isinstance(found, sm.Workflow) else found
+    if isinstance(workflows, sm.Workflow):
+        return [workflows]
+    return list(workflows)
+
+
+@contextmanager
+def _mesh(ctx: click.Context) -> Iterator[sm.Mesh]:
+    db, app = ctx.obj["db"], ctx.obj["app"]
+    with sm.connect(db, workflows=_workflows(app)) as mesh:
+        yield mesh
+
+
+def _refusals(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn squid-mesh refusals into one line on stderr and exit code 1."""
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except sm.SquidMeshError as exc:
+            click.echo(f"error: {exc.message}", err=True)
+            sys.exit(1)
+
+    run.__name__ = fn.__name__
+    run.__doc__ = fn.__doc__
+    return run
+
+
+@click.group()
+@click.option("--db", envvar="SQUID_MESH_DATABASE_URL", required=True, help="Database URL.")
+@click.option("--app", default=None, help="module:attribute holding the host's workflows.")
+@click.pass_context
+def cli(ctx: click.Context, db: str, app: str | None) -> None:
+    """Operate squid-mesh runs in a SQLite or PostgreSQL database."""
+    ctx.obj = {"db": db, "app": app}
+
+
+@cli.command()
+@click.pass_context
+@_refusals
+def migrate(ctx: click.Context) -> None:
+    """Create or upgrade squid-mesh's tables."""
+    with _mesh(ctx) as mesh:
+        mesh.migrate()
+    click.echo("migrated")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+@_refusals
+def verify(ctx: click.Context, as_json: bool) -> None:
+    """Refold every journal and compare it with the projections (exit 1 when they differ)."""
+    with _mesh(ctx) as mesh:
+        problems = mesh.verify()
+    if as_json:
+        _emit(problems)
+    else:
+        for p in problems:
+            click.echo(f"{p.run_id} {p.field}: journal {p.journal!r} projection {p.projection!r}")
+        click.echo(f"{len(problems)} problem(s)")
+    if problems:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--older-than", required=True, help="An age such as 30d, 12h, 90m.")
+@click.pass_context
+@_refusals
+def purge(ctx: click.Context, older_than: str) -> None:
+    """Delete finished runs not changed for the given age."""
+    match = _AGE.match(older_than)
+    if not match:
+        raise click.BadParameter("expected a number and s, m, h or d", param_hint="--older-than")
+    age = timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    with _mesh(ctx) as mesh:
+        click.echo(f"purged {mesh.purge(older_than=age)} run(s)")
+
+
+@cli.command()
+@click.option("--queue", default="default")
+@click.option("--owner", default="squid-mesh-cli")
+@click.option("--max-idle", type=float, default=None, help="Stop after this many idle seconds.")
+@click.pass_context
+@_refusals
+def worker(ctx: click.Context, queue: str, owner: str, max_idle: float | None) -> None:
+    """Run steps of the queue until interrupted (or idle for --max-idle seconds)."""
+    done, idle_since = 0, time.monotonic()
+    with _mesh(ctx) as mesh:
+        try:
+            while max_idle is None or time.monotonic() - idle_since < max_idle:
+                if mesh.execute_next(owner_id=owner, queue=queue, prefetch=True) is None:
+                    time.sleep(0.05)
+                    continue
+                done, idle_since = done + 1, time.monotonic()
+        except KeyboardInterrupt:
+            pass
+    click.echo(f"executed {done} step(s)")
+
+
+@cli.group()
+def runs() -> None:
+    """List, inspect and command runs."""
+
+
+@runs.command("list")
+@click.option("--workflow")
+@click.option("--status")
+@click.option("--queue")
+@click.option("--limit", type=int, default=50)
+@click.option("--cursor")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@_refusals
+def list_runs(
+    ctx: click.Context,
+    workflow: str | None,
+    status: str | None,
+    queue: str | None,
+    limit: int,
+    cursor: str | None,
+    as_json: bool,
+) -> None:
+    """Runs newest first."""
+    with _mesh(ctx) as mesh:
+        page = mesh.list_runs(
+            workflow=workflow, status=status, queue=queue, limit=limit, cursor=cursor
+        )
+    if as_json:
+        _emit({"runs": page.runs, "next_cursor": page.next_cursor})
+        return
+    for r in page:
+        click.echo(
+            f"{r.id}  {r.status.value:<9}  {r.workflow}@{r.version}  {r.created_at:%Y-%m-%d %H:%M:%S}"
+        )
+    if page.next_cursor:
+        click.echo(f"next page: --cursor {page.next_cursor}")
+
+
+@runs.command("show")
+@click.argument("run_id")
+@click.option("--history", is_flag=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@_refusals
+def show(ctx: click.Context, run_id: str, history: bool, as_json: bool) -> None:
+    """A run's state, steps and attempts."""
+    with _mesh(ctx) as mesh:
+        snap = mesh.inspect_run(run_id, history=history)
+    if as_json:
+        _emit(snap)
+        return
+    click.echo(f"{snap.id}  {snap.workflow}@{snap.version}  {snap.status.value}")
+    for step in snap.steps:
+        click.echo(
+            f"  {step.name} (visit {step.visit}): {step.status.value}, {len(step.attempts)} attempt(s)"
+        )
+    for entry in snap.history or ():
+        click.echo(f"  {entry.seq:>3} {entry.kind}")
+
+
+@runs.command("explain")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@_refusals
+def explain(ctx: click.Context, run_id: str, as_json: bool) -> None:
+    """Why the run is where it is, and what to do next."""
+    with _mesh(ctx) as mesh:
+        why = mesh.explain_run(run_id)
+    if as_json:
+        _emit(why)
+        return
+    click.echo(f"{why.reason.value}: {why.summary}")
+    click.echo(f"next: {', '.join(why.next_actions)}")
+
+
+@runs.command("graph")
+@click.argument("run_id")
+@click.option("--format", "fmt", type=click.Choice(["dot", "mermaid", "json"]), default="dot")
+@click.pass_context
+@_refusals
+def graph(ctx: click.Context, run_id: str, fmt: str) -> None:
+    """The run's graph as Graphviz DOT, Mermaid or JSON."""
+    with _mesh(ctx) as mesh:
+        drawn = mesh.run_graph(run_id)
+    if fmt == "json":
+        _emit(drawn)
+    else:
+        click.echo(drawn.to_dot() if fmt == "dot" else drawn.to_mermaid())
+
+
+def _metadata(raw: str | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise click.BadParameter("expected a JSON object", param_hint="--metadata") from None
+    if not isinstance(value, dict):
+        raise click.BadParameter("expected a JSON object", param_hint="--metadata")
+    return value
+
+
+def _command(name: str) -> None:
+    @runs.command(name)
+    @click.argument("run_id")
+    @click.option("--actor")
+    @click.option("--comment")
+    @click.option("--metadata", help="A JSON object.")
+    @click.option("--idempotency-key")
+    @click.option("--allow-irreversible", is_flag=True, hidden=name != "replay")
+    @click.option("--json", "as_json", is_flag=True)
+    @click.pass_context
+    @_refusals
+    def command(
+        ctx: click.Context,
+        run_id: str,
+        actor: str | None,
+        comment: str | None,
+        metadata: str | None,
+        idempotency_key: str | None,
+        allow_irreversible: bool,
+        as_json: bool,
+    ) -> None:
+        details = _metadata(metadata)
+        with _mesh(ctx) as mesh:
+            if name == "cancel":
+                snap = mesh.cancel(
+                    run_id,
+                    reason=comment,
+                    actor=actor,
+                    metadata=details,
+                    idempotency_key=idempotency_key,
+                )
+            elif name == "replay":
+                snap = mesh.replay(
+                    run_id,
+                    allow_irreversible=allow_irreversible,
+                    actor=actor,
+                    metadata=details,
+                    idempotency_key=idempotency_key,
+                )
+            else:
+                resolve = getattr(mesh, name)
+                snap = resolve(
+                    run_id,
+                    actor=actor,
+                    comment=comment,
+                    metadata=details,
+                    idempotency_key=idempotency_key,
+                )
+        if as_json:
+            _emit(snap)
+        else:
+            click.echo(f"{snap.id}  {snap.status.value}")
+
+    command.__doc__ = f"{name.capitalize()} a run."
+
+
+for _name in ("cancel", "resume", "approve", "reject", "replay"):
+    _command(_name)
+
+
+def main() -> None:
+    """Entry point of the ``squid-mesh`` command."""
+    cli(prog_name="squid-mesh")
+
+
+if __name__ == "__main__":
+    main()

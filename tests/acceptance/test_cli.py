@@ -1,0 +1,95 @@
+"""The ``squid-mesh`` command, run as a real process against SQLite and Postgres."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import squid_mesh as sm
+from tests.acceptance.workflows import all_workflows
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = "tests.acceptance.workflows:all_workflows"
+
+
+def cli(db_url: str | None, *args: str) -> subprocess.CompletedProcess[str]:
+    base = [sys.executable, "-m", "squid_mesh.cli"]
+    if db_url is not None:
+        base += ["--db", db_url, "--app", APP]
+    return subprocess.run(
+        [*base, *args], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def ok(db_url: str, *args: str) -> str:
+    done = cli(db_url, *args)
+    assert done.returncode == 0, (args, done.stdout, done.stderr)
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_operating_a_run_from_the_shell(db_url: str) -> None:
+    assert ok(db_url, "migrate").strip() == "migrated"
+    with sm.connect(db_url, workflows=all_workflows()) as mesh:
+        run = mesh.start("acc_gated", {})
+    listed = json.loads(ok(db_url, "runs", "list", "--workflow", "acc_gated", "--json"))
+    assert [r["id"] for r in listed["runs"]] == [run.id] and listed["next_cursor"] is None
+    why = json.loads(ok(db_url, "runs", "explain", run.id, "--json"))
+    assert why["reason"] == "waiting_for_worker"
+    # prepare, then the approval step itself, which pauses the run
+    assert "executed 2 step(s)" in ok(db_url, "worker", "--max-idle", "0.5")
+    assert ok(db_url, "runs", "explain", run.id).startswith("waiting_for_approval:")
+    approved = json.loads(
+        ok(
+            db_url,
+            "runs",
+            "approve",
+            run.id,
+            "--actor",
+            "ops",
+            "--comment",
+            "fine",
+            "--metadata",
+            '{"ticket": "T-1", "token": "x"}',
+            "--idempotency-key",
+            "a-1",
+            "--json",
+        )
+    )
+    assert approved["status"] == "running"
+    assert approved["context"]["approval"]["metadata"] == {"ticket": "T-1", "token": "[REDACTED]"}
+    ok(db_url, "worker", "--max-idle", "0.5")
+    shown = json.loads(ok(db_url, "runs", "show", run.id, "--history", "--json"))
+    assert shown["status"] == "completed" and shown["history"][0]["kind"] == "run_started"
+    assert "==>" in ok(db_url, "runs", "graph", run.id, "--format", "mermaid")
+    assert json.loads(ok(db_url, "runs", "graph", run.id, "--format", "json"))["run_id"] == run.id
+    assert "0 problem(s)" in ok(db_url, "verify")
+    time.sleep(1.1)
+    assert ok(db_url, "purge", "--older-than", "1s").strip() == "purged 1 run(s)"
+    gone = cli(db_url, "runs", "show", run.id)
+    assert gone.returncode == 1 and gone.stderr.count("\n") == 1 and "no such run" in gone.stderr
+
+
+@pytest.mark.slow
+def test_refusals_exit_1_and_usage_errors_exit_2(db_url: str) -> None:
+    with sm.connect(db_url, workflows=all_workflows()) as mesh:
+        run = mesh.start("acc_three", {"n": 1})
+    refused = cli(db_url, "runs", "resume", run.id)
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("error: ") and refused.stderr.count("\n") == 1
+    assert "not paused" in refused.stderr
+    for args in (
+        ("runs", "approve", run.id, "--metadata", "[1, 2]"),
+        ("runs", "list", "--limit", "many"),
+        ("purge", "--older-than", "soon"),
+        ("runs", "frobnicate", run.id),
+    ):
+        bad = cli(db_url, *args)
+        assert bad.returncode == 2, (args, bad.stderr)
+    no_db = cli(None, "runs", "list")
+    assert no_db.returncode == 2 and "--db" in no_db.stderr
