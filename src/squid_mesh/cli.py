@@ -318,9 +318,19 @@ for _name in ("cancel", "resume", "approve", "reject", "replay"):
     _command(_name)
 
 
-def main() -> None:
-    """Entry point of the ``squid-mesh`` command."""
-    cli(prog_name="squid-mesh")
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``squid-mesh`` command: every error is one line on stderr."""
+    try:
+        code = cli.main(args=argv, prog_name="squid-mesh", standalone_mode=False)
+    except click.UsageError as exc:
+        click.echo(f"error: {exc.format_message()}", err=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        click.echo(f"error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -91,5 +91,7 @@ def test_refusals_exit_1_and_usage_errors_exit_2(db_url: str) -> None:
     ):
         bad = cli(db_url, *args)
         assert bad.returncode == 2, (args, bad.stderr)
+        assert bad.stderr.startswith("error: ") and bad.stderr.count("\n") == 1, bad.stderr
     no_db = cli(None, "runs", "list")
-    assert no_db.returncode == 2 and "--db" in no_db.stderr
+    assert no_db.returncode == 2 and "--db" in no_db.stderr and no_db.stderr.count("\n") == 1
+    assert "Usage" in cli(None, "--help").stdout
