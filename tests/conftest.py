@@ -62,6 +62,7 @@ def make_mesh(db_url: str, clock: FakeClock) -> Iterator[MeshFactory]:
         clock: object = clock,
         seed: int = 1,
         strict_versions: bool = False,
+        **options: object,
     ) -> sm.Mesh:
         mesh = sm.connect(
             db_url,
@@ -69,6 +70,7 @@ def make_mesh(db_url: str, clock: FakeClock) -> Iterator[MeshFactory]:
             clock=clock,  # type: ignore[arg-type]
             entropy=sm.SeededEntropy(seed + len(made)),
             strict_versions=strict_versions,
+            **options,  # type: ignore[arg-type]
         )
         made.append(mesh)
         return mesh

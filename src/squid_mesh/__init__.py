@@ -47,9 +47,11 @@ from squid_mesh.errors import (
 )
 from squid_mesh.journal.fold import AttemptStatus, RunStatus
 from squid_mesh.mesh import Mesh, connect
+from squid_mesh.observe.http import MetricsServer, serve_metrics
 from squid_mesh.read.explain import Explanation, Reason
 from squid_mesh.read.graph import GraphEdge, GraphNode, RunGraph
 from squid_mesh.read.listing import RunPage, RunSummary
+from squid_mesh.read.queues import QueueLimits, QueueStats
 from squid_mesh.read.snapshot import (
     AttemptView,
     ChildView,
@@ -62,6 +64,8 @@ from squid_mesh.read.snapshot import (
 )
 
 __version__ = "0.1.0.dev0"
+
+from squid_mesh.worker import Worker
 
 __all__ = [
     "COMPLETE",
@@ -89,10 +93,13 @@ __all__ = [
     "LeaseLostError",
     "Manual",
     "Mesh",
+    "MetricsServer",
     "MigrationRefusedError",
     "ParentView",
     "PayloadError",
     "Problem",
+    "QueueLimits",
+    "QueueStats",
     "Reason",
     "Registry",
     "ReplayRefusedError",
@@ -114,8 +121,10 @@ __all__ = [
     "StoreError",
     "SystemEntropy",
     "UnknownWorkflowError",
+    "Worker",
     "Workflow",
     "WrongGateError",
     "__version__",
     "connect",
+    "serve_metrics",
 ]

@@ -9,7 +9,9 @@ import dataclasses
 import importlib
 import json
 import re
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,6 +25,7 @@ import squid_mesh as sm
 
 _AGE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _plain(value: Any) -> Any:
@@ -134,24 +137,70 @@ def purge(ctx: click.Context, older_than: str) -> None:
 
 
 @cli.command()
-@click.option("--queue", default="default")
-@click.option("--owner", default="squid-mesh-cli")
+@click.option(
+    "--queue", "queues", multiple=True, default=("default",), help="A queue to serve (repeatable)."
+)
+@click.option("--concurrency", type=click.IntRange(1, 1000), default=1, help="Steps at once.")
+@click.option("--lease", type=float, default=30.0, help="Seconds a claim holds between heartbeats.")
+@click.option("--grace-period", type=float, default=30.0, help="Seconds steps get at SIGTERM.")
+@click.option("--poll-interval", type=float, default=1.0, help="Longest idle sleep, in seconds.")
+@click.option("--name", default=None, help="Owner id prefix of this worker's claims.")
+@click.option("--metrics-port", type=int, default=None, help="Serve /metrics on this port.")
 @click.option("--max-idle", type=float, default=None, help="Stop after this many idle seconds.")
 @click.pass_context
 @_refusals
-def worker(ctx: click.Context, queue: str, owner: str, max_idle: float | None) -> None:
-    """Run steps of the queue until interrupted (or idle for --max-idle seconds)."""
-    done, idle_since = 0, time.monotonic()
-    with _mesh(ctx) as mesh:
+def worker(
+    ctx: click.Context,
+    queues: tuple[str, ...],
+    concurrency: int,
+    lease: float,
+    grace_period: float,
+    poll_interval: float,
+    name: str | None,
+    metrics_port: int | None,
+    max_idle: float | None,
+) -> None:
+    """Run steps of the queues until SIGINT/SIGTERM (or idle for --max-idle seconds)."""
+    db, app = ctx.obj["db"], ctx.obj["app"]
+    # Each lane holds a connection while it records; the dispatcher and heartbeats need theirs.
+    with sm.connect(db, workflows=_workflows(app), max_connections=concurrency + 3) as mesh:
+        w = sm.Worker(
+            mesh,
+            queues=list(queues),
+            concurrency=concurrency,
+            lease=lease,
+            grace_period=grace_period,
+            poll_interval=poll_interval,
+            name=name,
+        )
+        server = None if metrics_port is None else sm.serve_metrics(mesh, port=metrics_port)
         try:
-            while max_idle is None or time.monotonic() - idle_since < max_idle:
-                if mesh.execute_next(owner_id=owner, queue=queue, prefetch=True) is None:
-                    time.sleep(0.05)
-                    continue
-                done, idle_since = done + 1, time.monotonic()
-        except KeyboardInterrupt:
-            pass
-    click.echo(f"executed {done} step(s)")
+            if max_idle is None:
+                w.run()
+            else:
+                _run_until_idle(w, max_idle)
+        finally:
+            if server is not None:
+                server.close()
+    click.echo(f"executed {w.executed} step(s)")
+
+
+def _run_until_idle(w: sm.Worker, max_idle: float) -> None:
+    """Run the worker until it has had nothing to do for ``max_idle`` seconds (or a signal)."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in _SIGNALS}
+    w.start()
+    try:
+        seen, idle_since = -1, time.monotonic()
+        while not stop.wait(0.05):
+            if w.executed != seen or w.in_flight:
+                seen, idle_since = w.executed, time.monotonic()
+            elif time.monotonic() - idle_since >= max_idle:
+                break
+    finally:
+        w.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @cli.group()

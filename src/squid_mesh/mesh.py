@@ -12,6 +12,7 @@ from typing import Any
 from squid_mesh.definition.workflow import Workflow
 from squid_mesh.engine.core import Engine
 from squid_mesh.engine.entropy import Clock, Entropy, SystemEntropy, to_epoch, to_seconds
+from squid_mesh.engine.options import check_queue
 from squid_mesh.engine.results import Execution, Problem
 from squid_mesh.errors import (
     DefinitionDriftWarning,
@@ -20,6 +21,7 @@ from squid_mesh.errors import (
     UnknownWorkflowError,
 )
 from squid_mesh.journal.fold import RunStatus
+from squid_mesh.observe.telemetry import Telemetry
 from squid_mesh.read.explain import Explanation, explain
 from squid_mesh.read.graph import RunGraph, run_graph
 from squid_mesh.read.listing import (
@@ -30,8 +32,10 @@ from squid_mesh.read.listing import (
     run_filter,
     summary,
 )
+from squid_mesh.read.queues import QueueLimits, QueueStats
 from squid_mesh.read.snapshot import RunSnapshot, commands_of, snapshot
 from squid_mesh.store import open_store
+from squid_mesh.store.base import QueueLimitRow
 
 Now = datetime | float | None
 logger = logging.getLogger("squid_mesh")
@@ -106,6 +110,7 @@ class Mesh:
         run_id: str | None = None,
         actor: str | None = None,
         metadata: dict[str, Any] | None = None,
+        priority: int | None = None,
         now: Now = None,
     ) -> RunSnapshot:
         """Start a run of the newest registered version of ``workflow``.
@@ -114,11 +119,13 @@ class Mesh:
         its receipt and its first attempt commit together. With ``idempotency_key``, every later
         start with the same key returns the same run for its whole lifetime (a different payload
         raises :class:`~squid_mesh.IdempotencyConflictError`). ``actor`` and ``metadata`` go into
-        the start's receipt (metadata values of secret-looking keys redacted).
+        the start's receipt (metadata values of secret-looking keys redacted). ``priority``: every
+        attempt of the run is claimed before due attempts of lower priority on its queue (then by
+        due time); 0 by default; child runs inherit it.
 
         Example:
             >>> run = mesh.start("payment_recovery", {"invoice_id": "inv_1"},
-            ...                  idempotency_key="inv_1")  # doctest: +SKIP
+            ...                  idempotency_key="inv_1", priority=10)  # doctest: +SKIP
         """
         state = self._engine.start(
             workflow,
@@ -129,6 +136,7 @@ class Mesh:
             run_id=run_id,
             now=self._now(now),
             receipt=self._engine.start_receipt(idempotency_key, actor, metadata),
+            priority=priority,
         )
         return snapshot(state)
 
@@ -203,14 +211,15 @@ class Mesh:
             >>> again.replayed_from == run.id  # doctest: +SKIP
             True
         """
-        state = self._engine.replay(
-            run_id,
-            allow_irreversible=allow_irreversible,
-            idempotency_key=idempotency_key,
-            actor=actor,
-            metadata=metadata,
-            now=self._now(now),
-        )
+        with self._engine.telemetry.command("replay"):
+            state = self._engine.replay(
+                run_id,
+                allow_irreversible=allow_irreversible,
+                idempotency_key=idempotency_key,
+                actor=actor,
+                metadata=metadata,
+                now=self._now(now),
+            )
         return snapshot(state)
 
     def cancel(
@@ -235,15 +244,16 @@ class Mesh:
         Example:
             >>> mesh.cancel(run.id, reason="customer closed the account")  # doctest: +SKIP
         """
-        state = self._engine.cancel(
-            run_id,
-            reason=reason,
-            actor=actor,
-            idempotency_key=idempotency_key,
-            now=self._now(now),
-            cascade=cascade,
-            metadata=metadata,
-        )
+        with self._engine.telemetry.command("cancel"):
+            state = self._engine.cancel(
+                run_id,
+                reason=reason,
+                actor=actor,
+                idempotency_key=idempotency_key,
+                now=self._now(now),
+                cascade=cascade,
+                metadata=metadata,
+            )
         return snapshot(state)
 
     def resume(
@@ -316,15 +326,16 @@ class Mesh:
         idempotency_key: str | None,
         now: Now,
     ) -> RunSnapshot:
-        state = self._engine.resolve(
-            command,
-            run_id,
-            actor=actor,
-            comment=comment,
-            metadata=metadata,
-            idempotency_key=idempotency_key,
-            now=self._now(now),
-        )
+        with self._engine.telemetry.command(command):
+            state = self._engine.resolve(
+                command,
+                run_id,
+                actor=actor,
+                comment=comment,
+                metadata=metadata,
+                idempotency_key=idempotency_key,
+                now=self._now(now),
+            )
         return snapshot(state)
 
     def explain_run(self, run_id: str, *, now: Now = None) -> Explanation:
@@ -448,6 +459,73 @@ class Mesh:
         age = to_seconds("older_than", older_than)
         return self._engine.purge(self._now(now) - age)
 
+    def set_queue_limits(
+        self,
+        queue: str,
+        *,
+        concurrency: int | None = None,
+        rate_limit: int | None = None,
+        per: float | timedelta = 1.0,
+    ) -> QueueLimits:
+        """Limit a queue across every worker process of this store; no limits removes them.
+
+        ``concurrency``: at most this many attempts of the queue claimed at once. ``rate_limit``
+        claims per ``per`` seconds (a token bucket of ``rate_limit`` tokens). Each claim of a
+        limited queue takes the queue's lock, so its claims happen one at a time and without
+        prefetch. Other processes see a change within 5 seconds; this one at once.
+
+        Example:
+            >>> mesh.set_queue_limits("payments", concurrency=5, rate_limit=20, per=1.0)
+            QueueLimits(queue='payments', concurrency=5, rate_limit=20, per=1.0)
+        """
+        check_queue(queue)
+        for option, value in (("concurrency", concurrency), ("rate_limit", rate_limit)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise InvalidOptionError(option, "expected a positive integer or None")
+        period = to_seconds("per", per)
+        if period <= 0:
+            raise InvalidOptionError("per", "expected a positive number of seconds")
+        row = QueueLimitRow(queue, concurrency, rate_limit, None if rate_limit is None else period)
+        self._engine.set_queue_limits(row, self._engine.clock())
+        return QueueLimits(queue, concurrency, rate_limit, row.rate_period)
+
+    def queue_limits(self) -> dict[str, QueueLimits]:
+        """Every limited queue's limits, read from the store now.
+
+        Example:
+            >>> mesh.queue_limits()["payments"].concurrency  # doctest: +SKIP
+            5
+        """
+        self._engine.refresh_limits(self._engine.clock())
+        return {
+            q: QueueLimits(q, r.concurrency, r.rate_limit, r.rate_period)
+            for q, r in self._engine.limits(self._engine.clock()).items()
+        }
+
+    def queue_stats(self, *, now: Now = None) -> dict[str, QueueStats]:
+        """Unfinished attempts per queue: visible, claimed and scheduled (reads every live attempt).
+
+        Example:
+            >>> mesh.queue_stats()["default"].visible  # doctest: +SKIP
+            12
+        """
+        counts = self._engine.queue_counts(self._now(now))
+        return {q: QueueStats(q, *c) for q, c in sorted(counts.items())}
+
+    def metrics_text(self) -> str:
+        """The metrics of this process in the Prometheus text format (serve it at ``/metrics``).
+
+        Attempts by outcome, step duration and claim latency histograms, and the per-queue
+        gauges of the queues a :class:`~squid_mesh.Worker` of this mesh serves.
+
+        Example:
+            >>> print(mesh.metrics_text())  # doctest: +SKIP
+            # HELP squid_mesh_attempts_total Step attempts recorded, by outcome.
+        """
+        return self._engine.telemetry.prometheus_text()
+
     def verify(self) -> list[Problem]:
         """Refold every run's journal; return the runs whose projection differs (empty when sound).
 
@@ -483,6 +561,9 @@ def connect(
     clock: Clock | None = None,
     entropy: Entropy | None = None,
     strict_versions: bool = False,
+    tracer_provider: Any = None,
+    meter_provider: Any = None,
+    max_connections: int | None = None,
 ) -> Mesh:
     """Open a store and register workflows (each is validated now).
 
@@ -494,6 +575,11 @@ def connect(
         strict_versions: a workflow version registered with another fingerprint than the one the
             database recorded for it raises :class:`~squid_mesh.DefinitionError` instead of a
             :class:`~squid_mesh.DefinitionDriftWarning`.
+        tracer_provider: the OpenTelemetry tracer provider for spans (the global one by
+            default); used only when ``opentelemetry-api`` is installed (``squid-mesh[otel]``).
+        meter_provider: the same for metrics.
+        max_connections: PostgreSQL pool size (4 by default; a Worker needs about one per
+            concurrent step plus two). Ignored by SQLite.
 
     Example:
         >>> mesh = sm.connect("sqlite:///app.db", workflows=[wf])  # doctest: +SKIP
@@ -503,13 +589,14 @@ def connect(
         if not isinstance(wf, Workflow):
             raise InvalidOptionError("workflows", f"expected sm.Workflow objects, got {wf!r}")
         definitions.append(wf.definition())
-    store = open_store(url)
+    store = open_store(url, max_connections=max_connections)
     try:
         engine = Engine(
             store,
             definitions,
             clock=clock or time.time,
             entropy=entropy or SystemEntropy(),
+            telemetry=Telemetry(tracer_provider=tracer_provider, meter_provider=meter_provider),
         )
         mesh = Mesh(engine, strict_versions=_flag("strict_versions", strict_versions))
         mesh._check_definitions()

@@ -64,6 +64,31 @@ def sleepy() -> sm.Workflow:
     return wf
 
 
+def napper() -> sm.Workflow:
+    """One step that appends ``start end pid`` to ``<dir>/intervals`` around its nap.
+
+    It naps ``seconds``, or, while ``<dir>/slow`` exists, until the file goes (at most HOLD_LIMIT).
+    """
+    wf = sm.Workflow("acc_nap", version="1")
+
+    @wf.step()
+    def nap(input: dict[str, Any], ctx: sm.StepContext) -> dict[str, Any]:
+        folder = Path(input["dir"])
+        began = time.time()
+        slow, deadline = folder / "slow", time.monotonic() + HOLD_LIMIT
+        if slow.exists():
+            while slow.exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+        else:
+            time.sleep(input["seconds"])
+        with (folder / "intervals").open("a") as out:
+            out.write(f"{began} {time.time()} {os.getpid()}\n")
+        return {"pid": os.getpid()}
+
+    wf.transition("nap", to=sm.COMPLETE)
+    return wf
+
+
 def contended() -> sm.Workflow:
     """One step that returns ``{"by": <worker tag>}``.
 
@@ -257,6 +282,7 @@ def all_workflows() -> list[sm.Workflow]:
     return [
         three_steps(),
         sleepy(),
+        napper(),
         contended(),
         flaky(),
         join(),

@@ -19,6 +19,8 @@ FORBIDDEN = {
     "journal": ("store", "engine", "read", "mesh", "worker", "cli"),
     "store": ("engine", "read", "mesh", "worker", "cli"),
     "engine": ("read", "mesh", "worker", "cli"),
+    # Telemetry is told things; it asks nothing of the layers that tell it.
+    "observe": ("definition", "journal", "store", "engine", "read", "mesh", "worker", "cli"),
 }
 UNSAFE_MODULES = {"pickle", "_pickle", "cPickle", "cloudpickle", "dill", "shelve", "marshal"}
 

@@ -44,7 +44,10 @@ PUBLIC = sorted(
         "Manual",
         "MigrationRefusedError",
         "Mesh",
+        "MetricsServer",
         "ParentView",
+        "QueueLimits",
+        "QueueStats",
         "PayloadError",
         "ReplayRefusedError",
         "Problem",
@@ -69,9 +72,11 @@ PUBLIC = sorted(
         "SystemEntropy",
         "UnknownWorkflowError",
         "Workflow",
+        "Worker",
         "WrongGateError",
         "__version__",
         "connect",
+        "serve_metrics",
     ]
 )
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from squid_mesh.errors import Cancelled
 
 _ENDED = ("cancelled", "failed", "completed")
+_STEP_LOGGER = logging.getLogger("squid_mesh.steps")
 
 
 class StepContext:
@@ -58,6 +60,27 @@ class StepContext:
         self._start_child = start_child
         self._db = db
         self._ended: str | None = None
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger (``squid_mesh.steps``) whose records carry this attempt's run metadata.
+
+        Each record has ``run_id``, ``workflow``, ``step`` and ``attempt`` attributes, as the
+        engine's own records do, for a structured log formatter to pick up.
+
+        Example:
+            >>> def charge(input, ctx):
+            ...     ctx.log.info("charging %s", input["invoice_id"])
+        """
+        return logging.LoggerAdapter(
+            _STEP_LOGGER,
+            {
+                "run_id": self.run_id,
+                "workflow": self.workflow,
+                "step": self.step,
+                "attempt": self.attempt,
+            },
+        )
 
     @property
     def db(self) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -20,6 +21,7 @@ from squid_mesh.engine.entropy import Clock, Entropy, token_hash
 from squid_mesh.engine.invoke import run_step
 from squid_mesh.engine.options import (
     check_metadata,
+    check_priority,
     check_queue,
     check_run_id,
     check_text,
@@ -52,11 +54,25 @@ from squid_mesh.journal.fold import (
     fold,
     start_state,
 )
-from squid_mesh.store.base import ChildRow, Conflict, RunFilter, RunRow, Store, Tx, iter_pages
+from squid_mesh.observe.telemetry import Telemetry
+from squid_mesh.store.base import (
+    ChildRow,
+    Conflict,
+    QueueLimitRow,
+    RunFilter,
+    RunRow,
+    Store,
+    Tx,
+    iter_pages,
+)
 
 T = TypeVar("T")
 logger = logging.getLogger("squid_mesh")
 _MAX_RACES = 100
+# How long a process trusts its copy of the queue limits (a change reaches every worker within it).
+_LIMITS_TTL = 5.0
+# A queue at its concurrency limit is not worth another claim for this long (unless woken).
+_FULL_BACKOFF = 0.05
 # Child run ids are uuid5(this, "<parent run id>/<child_key>"): the same child for the same key
 # for the parent's whole lifetime, so a retried step finds the child its first attempt started.
 _CHILDREN = uuid.UUID("6c1b7c52-8f0e-4d55-9d0c-3b7e1f6a2d41")
@@ -138,10 +154,12 @@ class Engine:
         *,
         clock: Clock,
         entropy: Entropy,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.entropy = entropy
+        self.telemetry = telemetry or Telemetry()
         self.definitions: dict[str, Definition] = {}
         self.latest: dict[str, Definition] = {}
         for d in definitions:
@@ -158,6 +176,13 @@ class Engine:
         self._held: dict[tuple[str, str], Claim] = {}
         # (owner_id, queue) pairs whose last execute_next found work: they claim without a probe.
         self._busy: set[tuple[str, str]] = set()
+        # Queues with limits, as last read (every _LIMITS_TTL seconds), and when each limited
+        # queue may next be worth a claim.
+        self._limits: dict[str, QueueLimitRow] = {}
+        self._limits_read = -math.inf
+        self._blocked: dict[str, float] = {}
+        # Called with a queue name when this process makes an attempt of it claimable.
+        self.wakers: list[Callable[[str], None]] = []
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -241,6 +266,7 @@ class Engine:
         replayed_from: str | None = None,
         receipt: f.CommandReceived | None = None,
         context: dict[str, Any] | None = None,
+        priority: int | None = None,
     ) -> RunState:
         """Validate everything, then write the run, its receipt and its first attempt atomically.
 
@@ -257,8 +283,44 @@ class Engine:
             check_text("idempotency_key", idempotency_key)
         lane = check_queue(d.queue if queue is None else queue)
         rid = self.entropy.run_id() if run_id is None else check_run_id(run_id)
+        rank = 0 if priority is None else check_priority(priority)
         clean = d.payload.validate({} if payload is None else payload)
         digest = payload_hash(clean)
+        with self.telemetry.command("start", workflow=d.name, queue=lane):
+            state = self._start(
+                d,
+                clean,
+                digest,
+                chosen,
+                idempotency_key,
+                lane,
+                rid,
+                now,
+                parent,
+                replayed_from,
+                receipt,
+                context,
+                rank,
+            )
+        self._wake(lane)
+        return state
+
+    def _start(
+        self,
+        d: Definition,
+        clean: dict[str, Any],
+        digest: str,
+        chosen: str,
+        idempotency_key: str | None,
+        lane: str,
+        rid: str,
+        now: float,
+        parent: dict[str, Any] | None,
+        replayed_from: str | None,
+        receipt: f.CommandReceived | None,
+        context: dict[str, Any] | None,
+        rank: int,
+    ) -> RunState:
         facts = planner.plan_start(
             d,
             payload=clean,
@@ -271,6 +333,8 @@ class Engine:
             replayed_from=replayed_from,
             receipt=receipt,
             context=context,
+            priority=rank,
+            trace=self.telemetry.trace_context(),
         )
         entries = [f.Entry(i + 1, now, fact) for i, fact in enumerate(facts)]
         state = _advance(start_state(rid, entries[0]), entries[1:])
@@ -527,6 +591,7 @@ class Engine:
             now=now,
             replayed_from=rid,
             receipt=receipt,
+            priority=source.priority,
         )
 
     # -- cancel -----------------------------------------------------------------------------
@@ -660,7 +725,9 @@ class Engine:
             )
             return self._write(tx, state, facts, now)
 
-        return self.transact(write)
+        resolved = self.transact(write)
+        self._wake(resolved.queue)
+        return resolved
 
     @staticmethod
     def _repeated(tx: Tx, state: RunState, command: str, key: str | None, now: float) -> bool:
@@ -682,24 +749,60 @@ class Engine:
     # -- execute_next -----------------------------------------------------------------------
 
     def execute_next(
-        self, *, queue: str, owner_id: str, lease: float, now: float | None, prefetch: bool
+        self,
+        *,
+        queue: str,
+        owner_id: str,
+        lease: float,
+        now: float | None,
+        prefetch: bool,
+        on_claim: Callable[[Claim], None] | None = None,
     ) -> Execution | None:
         """Claim the next due attempt of ``queue``, run it here, record what it did.
 
         With ``prefetch``, the transaction that records the outcome also claims the next due
         attempt for the same owner and queue; the next call runs it without a claim transaction.
+        ``on_claim`` sees the claim before the step runs (a Worker's heartbeats and shutdown).
         """
         check_queue(queue)
         check_text("owner_id", owner_id)
         claim_time = self.clock() if now is None else now
+        limited = queue in self.limits(claim_time)
+        # A limited queue's claims each take the queue's lock; a prefetched claim would not.
+        prefetch = prefetch and not limited
         slot = (owner_id, queue)
         claim = self._take_held(owner_id, queue, claim_time) or self._claim(
-            queue, owner_id, lease, claim_time, probe=slot not in self._busy
+            queue, owner_id, lease, claim_time, probe=slot not in self._busy, limited=limited
         )
         if claim is None:
             self._busy.discard(slot)
             return None
         self._busy.add(slot)
+        if on_claim is not None:
+            on_claim(claim)
+        state, attempt = claim.state, claim.attempt
+        waited = claim_time - attempt.visible_at if attempt.claims == 1 else 0.0
+        with self.telemetry.attempt(
+            run_id=state.run_id,
+            workflow=state.workflow,
+            step=attempt.step,
+            attempt=attempt.number,
+            queue=queue,
+            trace=state.trace,
+            waited=waited,
+        ) as scope:
+            execution, held = self._run_claim(claim, lease, now, prefetch, queue)
+            self.telemetry.attempt_done(scope, execution.outcome, execution.error)
+        if held is not None:
+            self._held[slot] = held
+        elif prefetch:
+            # The record's own claim found nothing due: the next call probes (cheaply) first.
+            self._busy.discard(slot)
+        return execution
+
+    def _run_claim(
+        self, claim: Claim, lease: float, now: float | None, prefetch: bool, queue: str
+    ) -> tuple[Execution, Claim | None]:
         state, attempt = claim.state, claim.attempt
         d = self.definitions[f"{state.workflow}@{state.version}"]
         step = _runnable_step(d, attempt.step)
@@ -724,7 +827,7 @@ class Engine:
                 ),
                 run_status=lambda: self._seen_status(state.run_id, attempt.key),
                 start_child=lambda workflow, payload, child_key, queue: self._start_child(
-                    state.run_id, attempt.step, workflow, payload, child_key, queue
+                    state, attempt.step, workflow, payload, child_key, queue
                 ),
             )
             result = (
@@ -732,7 +835,7 @@ class Engine:
                 if step.kind == "task"
                 else run_builtin(step, ctx)
             )
-        execution, held = self._finish(
+        return self._finish(
             claim,
             result,
             runnable=step is not None,
@@ -742,12 +845,6 @@ class Engine:
             awaits_children=step is not None and step.kind == "children",
             inside=None if step is None or not step.transactional else step,
         )
-        if held is not None:
-            self._held[slot] = held
-        elif prefetch:
-            # The record's own claim found nothing due: the next call probes (cheaply) first.
-            self._busy.discard(slot)
-        return execution
 
     def _seen_status(self, run_id: str, key: str) -> str:
         """What a running step's ``ctx.cancelled`` looks at.
@@ -763,7 +860,7 @@ class Engine:
 
     def _start_child(
         self,
-        parent_id: str,
+        parent: RunState,
         step: str,
         workflow: object,
         payload: object,
@@ -773,6 +870,7 @@ class Engine:
         key = check_text("child_key", child_key)
         if queue is not None:
             check_queue(queue)
+        parent_id = parent.run_id
         run_id = str(uuid.uuid5(_CHILDREN, f"{parent_id}/{key}"))
         child = self.start(
             workflow,
@@ -783,6 +881,8 @@ class Engine:
             run_id=run_id,
             now=self.clock(),
             parent={"run_id": parent_id, "step": step, "child_key": key},
+            # A child runs at its parent's priority.
+            priority=parent.priority,
         )
         return child.run_id
 
@@ -793,13 +893,101 @@ class Engine:
         return held if lease_until is not None and lease_until > at else None
 
     def _claim(
-        self, queue: str, owner_id: str, lease: float, at: float, *, probe: bool
+        self, queue: str, owner_id: str, lease: float, at: float, *, probe: bool, limited: bool
     ) -> Claim | None:
         # A worker that is not known to be busy probes first (cheaply, without a write
         # transaction); a busy one goes straight to the claim, which would follow anyway.
         if probe and not self.store.might_have_due(queue, self._wf_keys, at):
             return None
+        if limited:
+            # _blocked is advice for a Worker's dispatcher (when to look again); a direct call
+            # always asks the store, which alone knows whether a slot or a token is free now.
+            return self.transact(lambda tx: self._claim_limited(tx, queue, owner_id, lease, at))
         return self.transact(lambda tx: self._claim_in(tx, queue, owner_id, lease, at, strict=True))
+
+    def _claim_limited(
+        self, tx: Tx, queue: str, owner_id: str, lease: float, at: float
+    ) -> Claim | None:
+        """A claim under the queue's lock: within its concurrency limit and its rate limit."""
+        row = tx.lock_queue(queue)
+        if row is None:  # the limits were removed meanwhile
+            return self._claim_in(tx, queue, owner_id, lease, at, strict=True)
+        concurrency, rate_limit, rate_period, tokens, refilled_at = row
+        if concurrency is not None and tx.count_claimed(queue, at) >= concurrency:
+            self._blocked[queue] = at + _FULL_BACKOFF
+            return None
+        if rate_limit is not None:
+            tokens = planner.refill(tokens, refilled_at, at, rate_limit, rate_period)
+            if tokens < 1.0:
+                # Nothing is worth trying before the next token.
+                self._blocked[queue] = at + (1.0 - tokens) * rate_period / rate_limit
+                return None
+        claim = self._claim_in(tx, queue, owner_id, lease, at, strict=True)
+        if claim is not None and rate_limit is not None:
+            tx.take_token(queue, tokens - 1.0, at)
+        return claim
+
+    def limits(self, now: float) -> dict[str, QueueLimitRow]:
+        """The queues with limits, as read at most ``_LIMITS_TTL`` seconds ago."""
+        if now - self._limits_read >= _LIMITS_TTL or now < self._limits_read:
+            self.refresh_limits(now)
+        return self._limits
+
+    def refresh_limits(self, now: float) -> None:
+        """Read the queue limits again (after a change in this process, at once)."""
+        rows = self.transact(lambda tx: tx.queue_limits(), read_only=True)
+        self._limits = {row.queue: row for row in rows}
+        self._limits_read = now
+        self._blocked = {q: t for q, t in self._blocked.items() if q in self._limits}
+
+    def blocked_until(self, queue: str) -> float:
+        """When a limited queue may next yield a claim in this process (0 when not blocked)."""
+        return self._blocked.get(queue, 0.0)
+
+    def set_queue_limits(self, limit: QueueLimitRow, now: float) -> None:
+        """Store a queue's limits (or remove them when both are ``None``)."""
+
+        def write(tx: Tx) -> None:
+            tx.put_queue_limits(limit, now)
+
+        self.transact(write)
+        self.refresh_limits(now)
+        self._blocked.pop(limit.queue, None)
+
+    def queue_counts(self, now: float) -> dict[str, tuple[int, int, int]]:
+        """``queue -> (visible, claimed, scheduled)``."""
+        return self.transact(lambda tx: tx.queue_counts(now), read_only=True)
+
+    def wf_keys(self) -> list[str]:
+        """``workflow@version`` of every definition this process can run (what it may claim)."""
+        return self._wf_keys
+
+    def _wake(self, queue: str) -> None:
+        for wake in list(self.wakers):
+            wake(queue)
+
+    def release_claim(self, claim: Claim) -> bool:
+        """Give a claimed attempt back to its queue now, if the claim is still current."""
+        key = claim.attempt.key
+
+        def write(tx: Tx) -> bool:
+            state = tx.load_run(claim.state.run_id, lock=True)
+            attempt = None if state is None else state.attempts.get(key)
+            if state is None or attempt is None or attempt.status is not AttemptStatus.RUNNING:
+                return False
+            if not planner.claim_is_current(attempt, claim.claim_hash):
+                return False
+            self._write(tx, state, [f.AttemptReleased(key)], self.clock())
+            return True
+
+        released = self.transact(write)
+        if released:
+            self._wake(claim.attempt.queue)
+        return released
+
+    def heartbeat_claim(self, claim: Claim) -> str | None:
+        """Extend a claim's lease (a Worker's automatic heartbeat); see ``ctx.heartbeat``."""
+        return self._heartbeat(claim.state.run_id, claim.attempt.key, claim.claim_hash, claim.lease)
 
     def _claim_in(
         self,
@@ -910,7 +1098,9 @@ class Engine:
             if entries:
                 tx.save(state, after, entries)
                 self._after_save(tx, state, after, done_at)
-            if prefetch and held is None:
+            # A worker whose claim was taken from it (released at shutdown, or taken over) is
+            # not one to hand more work to.
+            if prefetch and held is None and execution.outcome != "lease_lost":
                 held = self._claim_in(tx, queue, claim.owner, claim.lease, done_at, strict=False)
             return execution, held
 
@@ -997,24 +1187,18 @@ class Engine:
             tx.rollback_to_savepoint()
         return outcome
 
-    def release_held(self) -> int:
-        """Give back every claim prefetched and not yet run (at shutdown); return how many."""
+    def release_held(self, owners: Sequence[str] | None = None) -> int:
+        """Give back claims prefetched and not yet run (at shutdown); return how many.
+
+        ``owners``: only those of these owner ids (a Worker's lanes); all when ``None``.
+        """
         released = 0
-        while self._held:
-            _, held = self._held.popitem()
-            key = held.attempt.key
-
-            def write(tx: Tx, held: Claim = held, key: str = key) -> int:
-                state = tx.load_run(held.state.run_id, lock=True)
-                attempt = None if state is None else state.attempts.get(key)
-                if state is None or attempt is None or attempt.status is not AttemptStatus.RUNNING:
-                    return 0
-                if not planner.claim_is_current(attempt, held.claim_hash):
-                    return 0
-                self._write(tx, state, [f.AttemptReleased(key)], self.clock())
-                return 1
-
-            released += self.transact(write)
+        for slot in list(self._held):
+            if owners is not None and slot[0] not in owners:
+                continue
+            held = self._held.pop(slot, None)
+            if held is not None:
+                released += self.release_claim(held)
         return released
 
     def _heartbeat(self, run_id: str, key: str, claim: str, lease: float) -> str | None:

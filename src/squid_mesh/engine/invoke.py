@@ -7,6 +7,7 @@ import json
 import threading
 import traceback
 from collections.abc import Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from squid_mesh.definition.outcomes import Fail, Retry
@@ -17,6 +18,10 @@ from squid_mesh.errors import redact
 
 _MAX_MESSAGE = 2_000
 _MAX_TRACE = 4_000
+
+# The event loop async steps run on in this thread (a Worker sets one shared loop for all its
+# lanes, so async clients a step keeps between runs stay bound to one loop); None: a fresh loop.
+step_loop: ContextVar[asyncio.AbstractEventLoop | None] = ContextVar("step_loop", default=None)
 
 
 def run_step(step: Step, step_input: dict[str, Any], ctx: StepContext) -> StepResult:
@@ -65,6 +70,9 @@ def exception_error(exc: BaseException) -> dict[str, Any]:
 def _call(step: Step, step_input: dict[str, Any], ctx: StepContext) -> Any:
     if not step.is_async:
         return step.fn(step_input, ctx)
+    loop = step_loop.get()
+    if loop is not None:
+        return asyncio.run_coroutine_threadsafe(step.fn(step_input, ctx), loop).result()
     try:
         asyncio.get_running_loop()
     except RuntimeError:

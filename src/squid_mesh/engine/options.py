@@ -24,6 +24,13 @@ def check_queue(queue: object) -> str:
     return queue
 
 
+def check_priority(priority: object) -> int:
+    """A claim priority (an integer; higher is claimed first), or an error naming ``priority``."""
+    if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > 1_000_000:
+        raise InvalidOptionError("priority", "expected an integer from -1000000 to 1000000")
+    return priority
+
+
 def payload_hash(payload: dict[str, Any]) -> str:
     """A stable hash of a validated payload (for idempotent start)."""
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))

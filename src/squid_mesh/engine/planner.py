@@ -51,6 +51,8 @@ def plan_start(
     replayed_from: str | None = None,
     receipt: f.CommandReceived | None = None,
     context: dict[str, Any] | None = None,
+    priority: int = 0,
+    trace: dict[str, str] | None = None,
 ) -> list[f.Fact]:
     """The facts of a new run: every root step (the entry step, or a DAG's roots) planned at once.
 
@@ -75,10 +77,26 @@ def plan_start(
             parent=parent,
             replayed_from=replayed_from,
             context=context,
+            priority=priority,
+            trace=trace,
         ),
         receipt or f.CommandReceived("start", idempotency_key=idempotency_key),
         f.StepsPlanned(tuple(planned)),
     ]
+
+
+def refill(
+    tokens: float | None, refilled_at: float | None, now: float, limit: int, period: float
+) -> float:
+    """A rate limit's token bucket at ``now``: ``limit`` tokens per ``period``, at most ``limit``.
+
+    >>> refill(0.0, 10.0, 10.5, limit=4, period=1.0)
+    2.0
+    """
+    if tokens is None or refilled_at is None:
+        return float(limit)
+    gained = max(now - refilled_at, 0.0) * limit / period
+    return min(float(limit), tokens + gained)
 
 
 def can_claim(state: RunState, key: str, now: float) -> bool:

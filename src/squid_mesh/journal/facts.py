@@ -64,6 +64,10 @@ class RunStarted:
     replayed_from: str | None = None
     # The context the run starts with (a scheduled run's schedule), if any.
     context: dict[str, Any] | None = None
+    # Claim order among due attempts of a queue: higher first (every attempt of the run has it).
+    priority: int = 0
+    # W3C trace context of the start ({"traceparent": ..., "tracestate": ...}), when traced.
+    trace: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)

@@ -110,6 +110,9 @@ class RunState:
     parent: dict[str, Any] | None = None
     # The finished run this one replays, if any.
     replayed_from: str | None = None
+    # See RunStarted.
+    priority: int = 0
+    trace: dict[str, str] | None = None
     attempts: Mapping[str, AttemptState] = field(default_factory=dict)
 
     @property
@@ -410,6 +413,8 @@ def start_state(run_id: str, entry: f.Entry) -> RunState:
         payload_hash=fact.payload_hash,
         parent=fact.parent,
         replayed_from=fact.replayed_from,
+        priority=fact.priority,
+        trace=fact.trace,
         context=dict(fact.context or {}),
         created_at=entry.at,
         updated_at=entry.at,

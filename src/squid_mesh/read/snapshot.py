@@ -133,6 +133,8 @@ class RunSnapshot:
     replays: tuple[str, ...] = ()
     parked: str | None = None
     commands: tuple[CommandView, ...] = ()
+    # Claim order on its queue: higher first (see Mesh.start).
+    priority: int = 0
 
     @property
     def compensation(self) -> str | None:
@@ -232,6 +234,7 @@ def snapshot(
             for c in children or ()
         ),
         replayed_from=state.replayed_from,
+        priority=state.priority,
         replays=tuple(replays or ()),
         parked=parked,
         commands=commands,

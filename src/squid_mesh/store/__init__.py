@@ -8,8 +8,17 @@ from squid_mesh.store.base import Conflict, Store, Tx
 __all__ = ["Conflict", "Store", "Tx", "open_store"]
 
 
-def open_store(url: str) -> Store:
-    """A store for ``sqlite:///path.db``, ``sqlite:///:memory:`` or ``postgresql://...``."""
+def open_store(url: str, *, max_connections: int | None = None) -> Store:
+    """A store for ``sqlite:///path.db``, ``sqlite:///:memory:`` or ``postgresql://...``.
+
+    ``max_connections``: the PostgreSQL pool's size (4 when ``None``); SQLite has one connection.
+    """
+    if max_connections is not None and (
+        isinstance(max_connections, bool)
+        or not isinstance(max_connections, int)
+        or not 1 <= max_connections <= 1000
+    ):
+        raise InvalidOptionError("max_connections", "expected an integer from 1 to 1000")
     if not isinstance(url, str) or not url:
         raise InvalidOptionError("url", "expected 'sqlite:///path.db' or 'postgresql://...'")
     if url.startswith("sqlite://"):
@@ -25,7 +34,7 @@ def open_store(url: str) -> Store:
     if url.startswith(("postgresql://", "postgres://")):
         from squid_mesh.store.postgres import PostgresStore
 
-        return PostgresStore(url)
+        return PostgresStore(url, max_connections=max_connections or 4)
     scheme = url.split(":", 1)[0] if ":" in url else "<none>"
     raise InvalidOptionError(
         "url", f"unsupported scheme {scheme!r}; use sqlite:/// or postgresql://"

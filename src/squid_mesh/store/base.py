@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from squid_mesh.journal.facts import Entry
 from squid_mesh.journal.fold import RunState
@@ -51,6 +51,25 @@ class ChildRow:
     error: dict[str, Any] | None
 
 
+class QueueLimitRow(NamedTuple):
+    """A queue's limits as stored (``None``: no such limit)."""
+
+    queue: str
+    concurrency: int | None
+    rate_limit: int | None
+    rate_period: float | None
+
+
+class Listener(Protocol):
+    """A subscription to wake-ups: queues that gained a claimable attempt in another process."""
+
+    def wait(self, timeout: float) -> set[str] | None:
+        """Block up to ``timeout`` seconds; the queues announced, or ``None`` when it broke."""
+
+    def close(self) -> None:
+        """Stop listening."""
+
+
 class Tx(Protocol):
     """One database transaction. Every method runs inside it; nothing commits until it ends."""
 
@@ -62,6 +81,27 @@ class Tx(Protocol):
 
     def has_due(self, queue: str, wf_keys: Sequence[str], now: float) -> bool:
         """Whether an attempt of ``queue`` is due (a plain read that locks nothing)."""
+
+    def next_due(self, queue: str, wf_keys: Sequence[str]) -> float | None:
+        """When the next attempt of ``queue`` comes due (may be in the past), or ``None``."""
+
+    def queue_limits(self) -> list[QueueLimitRow]:
+        """Every queue's stored limits."""
+
+    def lock_queue(self, queue: str) -> tuple[Any, ...] | None:
+        """Lock a limited queue's row: (concurrency, rate_limit, rate_period, tokens, refilled_at)."""
+
+    def count_claimed(self, queue: str, now: float) -> int:
+        """Attempts of ``queue`` claimed with a lease that still holds at ``now``."""
+
+    def take_token(self, queue: str, tokens: float, now: float) -> None:
+        """Store a rate-limited queue's bucket after a claim took one token."""
+
+    def put_queue_limits(self, limit: QueueLimitRow, now: float) -> None:
+        """Set (or, with no limit at all, remove) a queue's limits."""
+
+    def queue_counts(self, now: float) -> dict[str, tuple[int, int, int]]:
+        """``queue -> (visible, claimed, scheduled)`` unfinished attempts."""
 
     def next_claimable_run(
         self, queue: str, wf_keys: Sequence[str], now: float
@@ -169,6 +209,12 @@ class Store(Protocol):
 
         ``True`` only means "try to claim": the claim itself decides.
         """
+
+    def next_due(self, queue: str, wf_keys: Sequence[str]) -> float | None:
+        """:meth:`Tx.next_due` as one plain read outside any write transaction."""
+
+    def listen(self) -> Listener | None:
+        """A wake-up subscription (PostgreSQL LISTEN), or ``None`` where the store has none."""
 
     def migrate(self) -> list[str]:
         """Apply pending migrations; return the versions applied now."""

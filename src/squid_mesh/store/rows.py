@@ -26,7 +26,7 @@ def _load(value: Any) -> Any:
 RUN_COLUMNS = (
     "run_id, workflow, version, fingerprint, queue, trigger, status, payload, context, error, "
     "idempotency_key, payload_hash, rev, created_at, updated_at, gate, command_keys, parent, "
-    "replayed_from"
+    "replayed_from, priority, trace"
 )
 
 
@@ -53,6 +53,8 @@ def run_params(state: RunState) -> dict[str, Any]:
         "parent": dump(state.parent),
         "parent_id": None if state.parent is None else state.parent["run_id"],
         "replayed_from": state.replayed_from,
+        "priority": state.priority,
+        "trace": dump(state.trace),
     }
 
 
@@ -110,6 +112,8 @@ def attempt_params(state: RunState, a: AttemptState) -> dict[str, Any]:
         "output": dump(a.output),
         "error": dump(a.error),
         "finished_rev": a.finished_rev,
+        # Every attempt of a run is claimed at the run's priority.
+        "priority": state.priority,
     }
 
 
@@ -135,6 +139,8 @@ def state_from_rows(run: Sequence[Any], attempts: Sequence[Sequence[Any]]) -> Ru
         command_keys,
         parent,
         replayed_from,
+        priority,
+        trace,
     ) = run
     loaded = {}
     for row in attempts:
@@ -178,6 +184,8 @@ def state_from_rows(run: Sequence[Any], attempts: Sequence[Sequence[Any]]) -> Ru
         command_keys=_load(command_keys),
         parent=_load(parent),
         replayed_from=replayed_from,
+        priority=priority,
+        trace=_load(trace),
         attempts=dict(sorted(loaded.items())),
     )
 

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from squid_mesh.journal.facts import Entry
 from squid_mesh.journal.fold import RunState
 from squid_mesh.store import rows
-from squid_mesh.store.base import ChildRow, RunFilter, RunRow
+from squid_mesh.store.base import ChildRow, QueueLimitRow, RunFilter, RunRow
 from squid_mesh.store.queries import load_migrations
 
 # The catalog fragment that adds each RunFilter field to a listing's WHERE clause.
@@ -88,6 +88,43 @@ class SqlTx:
     def _claim_params(self, queue: str, wf_keys: Sequence[str], now: float) -> dict[str, Any]:
         keys: Any = json.dumps(list(wf_keys)) if self._wf_keys_as_json else list(wf_keys)
         return {"queue": queue, "wf_keys": keys, "now": now}
+
+    def next_due(self, queue: str, wf_keys: Sequence[str]) -> float | None:
+        """See :meth:`squid_mesh.store.base.Tx.next_due`."""
+        found = self.query("next_due", self._claim_params(queue, wf_keys, 0.0))
+        return None if not found or found[0][0] is None else float(found[0][0])
+
+    def queue_limits(self) -> list[QueueLimitRow]:
+        """See :meth:`squid_mesh.store.base.Tx.queue_limits`."""
+        return [QueueLimitRow(*row) for row in self.query("queue_limits")]
+
+    def lock_queue(self, queue: str) -> tuple[Any, ...] | None:
+        """See :meth:`squid_mesh.store.base.Tx.lock_queue`."""
+        found = self.query("lock_queue", {"queue": queue})
+        return found[0] if found else None
+
+    def count_claimed(self, queue: str, now: float) -> int:
+        """See :meth:`squid_mesh.store.base.Tx.count_claimed`."""
+        return int(self.query("count_claimed", {"queue": queue, "now": now})[0][0])
+
+    def take_token(self, queue: str, tokens: float, now: float) -> None:
+        """See :meth:`squid_mesh.store.base.Tx.take_token`."""
+        self.command("take_token", {"queue": queue, "tokens": tokens, "now": now})
+
+    def put_queue_limits(self, limit: QueueLimitRow, now: float) -> None:
+        """See :meth:`squid_mesh.store.base.Tx.put_queue_limits`."""
+        if limit.concurrency is None and limit.rate_limit is None:
+            self.command("delete_queue_limits", {"queue": limit.queue})
+            return
+        params = {**limit._asdict(), "now": now}
+        self.command("put_queue_limits", params)
+
+    def queue_counts(self, now: float) -> dict[str, tuple[int, int, int]]:
+        """See :meth:`squid_mesh.store.base.Tx.queue_counts`."""
+        return {
+            str(q): (int(v or 0), int(c or 0), int(s or 0))
+            for q, v, c, s in self.query("queue_counts", {"now": now})
+        }
 
     def next_claimable_run(
         self, queue: str, wf_keys: Sequence[str], now: float

@@ -116,6 +116,7 @@ class PostgresStore:
                 "the PostgreSQL store needs psycopg: pip install 'squid-mesh[postgres]'"
             ) from None
         self._psycopg = psycopg
+        self._conninfo = conninfo
         self._url = _safe_url(conninfo)
         self._queries = load_queries("postgres")
         try:
@@ -168,6 +169,16 @@ class PostgresStore:
             tx = PostgresTx(conn.cursor, self._queries, wf_keys_as_json=False)
             return tx.has_due(queue, wf_keys, now)
 
+    def next_due(self, queue: str, wf_keys: Sequence[str]) -> float | None:
+        """One autocommit SELECT that locks nothing."""
+        with self._translated(), self._pool.connection() as conn:
+            tx = PostgresTx(conn.cursor, self._queries, wf_keys_as_json=False)
+            return tx.next_due(queue, wf_keys)
+
+    def listen(self) -> PostgresListener:
+        """A connection of its own, outside the pool, that LISTENs on channel ``squid_mesh``."""
+        return PostgresListener(self._psycopg, self._conninfo, self._url)
+
     @contextmanager
     def _transaction(self, setting: str | None) -> Iterator[SqlTx]:
         with self._pool.connection() as conn, conn.transaction():
@@ -198,3 +209,43 @@ class PostgresStore:
     def close(self) -> None:
         """Close the pool."""
         self._pool.close()
+
+
+class PostgresListener:
+    """LISTEN squid_mesh on a dedicated autocommit connection (see save_run's pg_notify).
+
+    A broken connection is reported once as ``None`` from :meth:`wait` and reopened on the next
+    call, so a restarted database costs the worker a poll interval, not its wake-ups.
+    """
+
+    def __init__(self, psycopg: Any, conninfo: str, url: str) -> None:
+        self._psycopg = psycopg
+        self._conninfo = conninfo
+        self._url = url
+        self._conn: Any = None
+
+    def _connect(self) -> Any:
+        if self._conn is None or self._conn.closed:
+            self._conn = self._psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5)
+            self._conn.execute("LISTEN squid_mesh")
+        return self._conn
+
+    def wait(self, timeout: float) -> set[str] | None:
+        """The queues announced within ``timeout`` seconds (empty if none); ``None`` on a failure."""
+        try:
+            conn = self._connect()
+            queues = {n.payload for n in conn.notifies(timeout=timeout, stop_after=1)}
+            # Take whatever else already arrived, without waiting.
+            queues.update(n.payload for n in conn.notifies(timeout=0))
+            return queues
+        except self._psycopg.Error:
+            self.close()
+            return None
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None

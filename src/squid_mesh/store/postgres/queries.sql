@@ -22,7 +22,7 @@
 -- load_attempts column order (float8 prints its shortest exact form, so times survive JSON).
 SELECT r.run_id, r.workflow, r.version, r.fingerprint, r.queue, r.trigger, r.status, r.payload,
        r.context, r.error, r.idempotency_key, r.payload_hash, r.rev, r.created_at, r.updated_at,
-       r.gate, r.command_keys, r.parent, r.replayed_from,
+       r.gate, r.command_keys, r.parent, r.replayed_from, r.priority, r.trace,
        (SELECT coalesce(json_agg(json_build_array(
                    a.key, a.step, a.visit, a.number, a.queue, a.status, a.input::json, a.visible_at,
                    a.claim_hash, a.owner, a.lease_until, a.claims, a.started_at, a.finished_at,
@@ -42,7 +42,7 @@ SELECT r.run_id, r.workflow, r.version, r.fingerprint, r.queue, r.trigger, r.sta
 -- so the second read is consistent).
 SELECT r.run_id, r.workflow, r.version, r.fingerprint, r.queue, r.trigger, r.status, r.payload,
        r.context, r.error, r.idempotency_key, r.payload_hash, r.rev, r.created_at, r.updated_at,
-       r.gate, r.command_keys, r.parent, r.replayed_from,
+       r.gate, r.command_keys, r.parent, r.replayed_from, r.priority, r.trace,
        (SELECT coalesce(json_agg(json_build_array(
                    a.key, a.step, a.visit, a.number, a.queue, a.status, a.input::json, a.visible_at,
                    a.claim_hash, a.owner, a.lease_until, a.claims, a.started_at, a.finished_at,
@@ -67,11 +67,11 @@ WITH run AS (
     INSERT INTO squid_mesh_runs (run_id, workflow, version, fingerprint, queue, trigger, status,
                                  payload, context, error, idempotency_key, payload_hash, rev,
                                  created_at, updated_at, gate, command_keys, parent,
-                                 parent_id, replayed_from)
+                                 parent_id, replayed_from, priority, trace)
     VALUES (%(run_id)s, %(workflow)s, %(version)s, %(fingerprint)s, %(queue)s, %(trigger)s,
             %(status)s, %(payload)s, %(context)s, %(error)s, %(idempotency_key)s,
             %(payload_hash)s, %(rev)s, %(created_at)s, %(updated_at)s, %(gate)s,
-            %(command_keys)s, %(parent)s, %(parent_id)s, %(replayed_from)s)
+            %(command_keys)s, %(parent)s, %(parent_id)s, %(replayed_from)s, %(priority)s, %(trace)s)
     ON CONFLICT DO NOTHING
     RETURNING run_id
 ), facts AS (
@@ -83,18 +83,21 @@ WITH run AS (
     INSERT INTO squid_mesh_attempts (run_id, key, step, visit, number, queue, wf_key, status,
                                      input, visible_at, due_at, claim_hash, owner, lease_until,
                                      claims, started_at, finished_at, output, error,
-                                     finished_rev)
+                                     finished_rev, priority)
     SELECT run.run_id, a.key, a.step, a.visit, a.number, a.queue, a.wf_key, a.status, a.input,
            a.visible_at, a.due_at, a.claim_hash, a.owner, a.lease_until, a.claims, a.started_at,
-           a.finished_at, a.output, a.error, a.finished_rev
+           a.finished_at, a.output, a.error, a.finished_rev, a.priority
       FROM run, json_to_recordset(%(attempts)s::json)
            AS a(key text, step text, visit integer, number integer, queue text, wf_key text,
                 status text, input text, visible_at double precision, due_at double precision,
                 claim_hash text, owner text, lease_until double precision, claims integer,
                 started_at double precision, finished_at double precision, output text,
-                error text, finished_rev integer)
+                error text, finished_rev integer, priority integer)
+    RETURNING queue, status
 )
-SELECT run_id FROM run;
+SELECT run_id, (SELECT count(pg_notify('squid_mesh', q.queue))
+          FROM (SELECT DISTINCT queue FROM attempts WHERE status = 'scheduled') q)
+  FROM run;
 
 -- name: save_run
 -- One command's whole write in one statement (one round trip, and a transaction of its own when
@@ -103,6 +106,9 @@ SELECT run_id FROM run;
 -- is locked first, as every other writer locks it first (no deadlock), and nothing is written
 -- when the revision guard matches no row (another writer moved the run on): the statement then
 -- returns 0 and the store reports a Conflict. The journal's (run_id, seq) key guards as well.
+-- Each queue that gains a claimable (scheduled) attempt is announced on channel squid_mesh, as in
+-- insert_run: idle workers LISTEN there and claim at once. PostgreSQL delivers the notification at
+-- commit and not at all on rollback; a claimed (running) attempt announces nothing.
 WITH run AS (
     UPDATE squid_mesh_runs
        SET version = %(version)s, fingerprint = %(fingerprint)s, status = %(status)s,
@@ -119,16 +125,16 @@ WITH run AS (
     INSERT INTO squid_mesh_attempts (run_id, key, step, visit, number, queue, wf_key, status,
                                      input, visible_at, due_at, claim_hash, owner, lease_until,
                                      claims, started_at, finished_at, output, error,
-                                     finished_rev)
+                                     finished_rev, priority)
     SELECT run.run_id, a.key, a.step, a.visit, a.number, a.queue, a.wf_key, a.status, a.input,
            a.visible_at, a.due_at, a.claim_hash, a.owner, a.lease_until, a.claims, a.started_at,
-           a.finished_at, a.output, a.error, a.finished_rev
+           a.finished_at, a.output, a.error, a.finished_rev, a.priority
       FROM run, json_to_recordset(%(attempts)s::json)
            AS a(key text, step text, visit integer, number integer, queue text, wf_key text,
                 status text, input text, visible_at double precision, due_at double precision,
                 claim_hash text, owner text, lease_until double precision, claims integer,
                 started_at double precision, finished_at double precision, output text,
-                error text, finished_rev integer)
+                error text, finished_rev integer, priority integer)
     ON CONFLICT (run_id, key) DO UPDATE
        SET wf_key = excluded.wf_key, status = excluded.status, visible_at = excluded.visible_at,
        due_at = excluded.due_at,
@@ -137,8 +143,10 @@ WITH run AS (
            started_at = excluded.started_at, finished_at = excluded.finished_at,
            output = excluded.output, error = excluded.error,
            finished_rev = excluded.finished_rev
+    RETURNING queue, status
 )
-SELECT count(*) FROM run;
+SELECT (SELECT count(*) FROM run), (SELECT count(pg_notify('squid_mesh', q.queue))
+          FROM (SELECT DISTINCT queue FROM attempts WHERE status = 'scheduled') q);
 
 -- name: load_facts
 SELECT seq, kind, at, data FROM squid_mesh_facts WHERE run_id = %(run_id)s ORDER BY seq;
@@ -178,7 +186,7 @@ WITH candidate AS (
 )
 SELECT c.key, r.run_id, r.workflow, r.version, r.fingerprint, r.queue, r.trigger, r.status,
        r.payload, r.context, r.error, r.idempotency_key, r.payload_hash, r.rev, r.created_at,
-       r.updated_at, r.gate, r.command_keys, r.parent, r.replayed_from,
+       r.updated_at, r.gate, r.command_keys, r.parent, r.replayed_from, r.priority, r.trace,
        (SELECT coalesce(json_agg(json_build_array(
                    a.key, a.step, a.visit, a.number, a.queue, a.status, a.input::json, a.visible_at,
                    a.claim_hash, a.owner, a.lease_until, a.claims, a.started_at, a.finished_at,
@@ -331,3 +339,60 @@ SELECT version FROM squid_mesh_migrations ORDER BY version;
 
 -- name: record_migration
 INSERT INTO squid_mesh_migrations (version, applied_at) VALUES (%(version)s, %(applied_at)s);
+
+-- name: next_due
+-- When the next attempt of this queue is due (now or later), walking squid_mesh_attempts_next in
+-- due order: an idle worker's probe and its alarm clock in one plain read.
+SELECT due_at
+  FROM squid_mesh_attempts
+ WHERE queue = %(queue)s
+   AND due_at IS NOT NULL
+   AND wf_key = ANY(%(wf_keys)s)
+ ORDER BY due_at
+ LIMIT 1;
+
+-- name: queue_limits
+SELECT queue, concurrency, rate_limit, rate_period FROM squid_mesh_queues ORDER BY queue;
+
+-- name: lock_queue
+-- Every claim of a limited queue locks its row first and holds it to commit, so the claims of
+-- one queue happen one at a time across all workers (see count_claimed).
+SELECT concurrency, rate_limit, rate_period, tokens, refilled_at
+  FROM squid_mesh_queues
+ WHERE queue = %(queue)s
+   FOR UPDATE;
+
+-- name: count_claimed
+-- Sent after lock_queue, as its own statement: at READ COMMITTED it reads a snapshot taken after
+-- the lock was granted, so it sees the claim committed by whoever held the lock before.
+SELECT count(*)
+  FROM squid_mesh_attempts
+ WHERE queue = %(queue)s AND status = 'running' AND due_at > %(now)s;
+
+-- name: take_token
+UPDATE squid_mesh_queues SET tokens = %(tokens)s, refilled_at = %(now)s WHERE queue = %(queue)s;
+
+-- name: put_queue_limits
+-- A new rate limit starts with a full bucket.
+INSERT INTO squid_mesh_queues (queue, concurrency, rate_limit, rate_period, tokens, refilled_at,
+                               updated_at)
+VALUES (%(queue)s, %(concurrency)s, %(rate_limit)s::integer, %(rate_period)s,
+        %(rate_limit)s::double precision, %(now)s, %(now)s)
+ON CONFLICT (queue) DO UPDATE
+   SET concurrency = excluded.concurrency, rate_limit = excluded.rate_limit,
+       rate_period = excluded.rate_period, tokens = excluded.tokens,
+       refilled_at = excluded.refilled_at, updated_at = excluded.updated_at;
+
+-- name: delete_queue_limits
+DELETE FROM squid_mesh_queues WHERE queue = %(queue)s;
+
+-- name: queue_counts
+-- Unfinished attempts per queue, for gauges and operators: visible (due now, claimable, expired
+-- leases included), claimed (lease holding), scheduled (due later). Reads every live attempt.
+SELECT queue,
+       count(*) FILTER (WHERE due_at <= %(now)s),
+       count(*) FILTER (WHERE due_at > %(now)s AND status = 'running'),
+       count(*) FILTER (WHERE due_at > %(now)s AND status <> 'running')
+  FROM squid_mesh_attempts
+ WHERE due_at IS NOT NULL
+ GROUP BY queue;

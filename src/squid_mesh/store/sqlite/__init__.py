@@ -69,6 +69,15 @@ class SqliteStore:
         with self.read_transaction() as tx:
             return tx.has_due(queue, wf_keys, now)
 
+    def next_due(self, queue: str, wf_keys: Sequence[str]) -> float | None:
+        """One read transaction: idle workers never take the write lock."""
+        with self.read_transaction() as tx:
+            return tx.next_due(queue, wf_keys)
+
+    def listen(self) -> None:
+        """SQLite has no notifications: workers poll (adaptively, see Worker)."""
+        return None
+
     @contextmanager
     def _transaction(self, begin: str) -> Iterator[SqlTx]:
         with self._lock:

@@ -8,7 +8,7 @@
 -- name: load_run
 SELECT run_id, workflow, version, fingerprint, queue, trigger, status, payload, context, error,
        idempotency_key, payload_hash, rev, created_at, updated_at, gate, command_keys,
-       parent, replayed_from
+       parent, replayed_from, priority, trace
   FROM squid_mesh_runs
  WHERE run_id = :run_id;
 
@@ -16,7 +16,7 @@ SELECT run_id, workflow, version, fingerprint, queue, trigger, status, payload, 
 -- The IMMEDIATE transaction already holds the write lock: no row lock exists or is needed.
 SELECT run_id, workflow, version, fingerprint, queue, trigger, status, payload, context, error,
        idempotency_key, payload_hash, rev, created_at, updated_at, gate, command_keys,
-       parent, replayed_from
+       parent, replayed_from, priority, trace
   FROM squid_mesh_runs
  WHERE run_id = :run_id;
 
@@ -33,10 +33,10 @@ SELECT run_id FROM squid_mesh_runs WHERE workflow = :workflow AND idempotency_ke
 -- DO NOTHING on any unique conflict (run id or idempotency key): the engine then reads the winner.
 INSERT INTO squid_mesh_runs (run_id, workflow, version, fingerprint, queue, trigger, status, payload,
                              context, error, idempotency_key, payload_hash, rev, created_at,
-                             updated_at, gate, command_keys, parent, parent_id, replayed_from)
+                             updated_at, gate, command_keys, parent, parent_id, replayed_from, priority, trace)
 VALUES (:run_id, :workflow, :version, :fingerprint, :queue, :trigger, :status, :payload, :context,
         :error, :idempotency_key, :payload_hash, :rev, :created_at, :updated_at, :gate,
-        :command_keys, :parent, :parent_id, :replayed_from)
+        :command_keys, :parent, :parent_id, :replayed_from, :priority, :trace)
 ON CONFLICT DO NOTHING
 RETURNING run_id;
 
@@ -52,10 +52,10 @@ UPDATE squid_mesh_runs
 -- name: upsert_attempt
 INSERT INTO squid_mesh_attempts (run_id, key, step, visit, number, queue, wf_key, status, input,
                                  visible_at, due_at, claim_hash, owner, lease_until, claims,
-                                 started_at, finished_at, output, error, finished_rev)
+                                 started_at, finished_at, output, error, finished_rev, priority)
 VALUES (:run_id, :key, :step, :visit, :number, :queue, :wf_key, :status, :input, :visible_at,
         :due_at, :claim_hash, :owner, :lease_until, :claims, :started_at, :finished_at, :output,
-        :error, :finished_rev)
+        :error, :finished_rev, :priority)
 ON CONFLICT (run_id, key) DO UPDATE
    SET wf_key = excluded.wf_key, status = excluded.status, visible_at = excluded.visible_at,
        due_at = excluded.due_at,
@@ -233,3 +233,54 @@ SELECT version FROM squid_mesh_migrations ORDER BY version;
 
 -- name: record_migration
 INSERT INTO squid_mesh_migrations (version, applied_at) VALUES (:version, :applied_at);
+
+-- name: next_due
+-- When the next attempt of this queue is due (now or later), walking squid_mesh_attempts_next:
+-- an idle worker's probe and its alarm clock in one read.
+SELECT min(due_at)
+  FROM squid_mesh_attempts
+ WHERE queue = :queue
+   AND due_at IS NOT NULL
+   AND wf_key IN (SELECT value FROM json_each(:wf_keys));
+
+-- name: queue_limits
+SELECT queue, concurrency, rate_limit, rate_period FROM squid_mesh_queues ORDER BY queue;
+
+-- name: lock_queue
+-- The IMMEDIATE transaction already serialises every claim: nothing to lock.
+SELECT concurrency, rate_limit, rate_period, tokens, refilled_at
+  FROM squid_mesh_queues
+ WHERE queue = :queue;
+
+-- name: count_claimed
+-- Claimed attempts whose lease still holds (squid_mesh_attempts_claimed).
+SELECT count(*)
+  FROM squid_mesh_attempts
+ WHERE queue = :queue AND status = 'running' AND due_at > :now;
+
+-- name: take_token
+UPDATE squid_mesh_queues SET tokens = :tokens, refilled_at = :now WHERE queue = :queue;
+
+-- name: put_queue_limits
+-- A new rate limit starts with a full bucket.
+INSERT INTO squid_mesh_queues (queue, concurrency, rate_limit, rate_period, tokens, refilled_at,
+                               updated_at)
+VALUES (:queue, :concurrency, :rate_limit, :rate_period, :rate_limit, :now, :now)
+ON CONFLICT (queue) DO UPDATE
+   SET concurrency = excluded.concurrency, rate_limit = excluded.rate_limit,
+       rate_period = excluded.rate_period, tokens = excluded.tokens,
+       refilled_at = excluded.refilled_at, updated_at = excluded.updated_at;
+
+-- name: delete_queue_limits
+DELETE FROM squid_mesh_queues WHERE queue = :queue;
+
+-- name: queue_counts
+-- Unfinished attempts per queue, for gauges and operators: visible (due now, claimable, expired
+-- leases included), claimed (lease holding), scheduled (due later). Reads every live attempt.
+SELECT queue,
+       sum(CASE WHEN due_at <= :now THEN 1 ELSE 0 END),
+       sum(CASE WHEN due_at > :now AND status = 'running' THEN 1 ELSE 0 END),
+       sum(CASE WHEN due_at > :now AND status <> 'running' THEN 1 ELSE 0 END)
+  FROM squid_mesh_attempts
+ WHERE due_at IS NOT NULL
+ GROUP BY queue;

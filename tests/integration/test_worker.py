@@ -1,0 +1,276 @@
+"""The bundled Worker in-process: concurrency, wake-ups, heartbeats, graceful stop, cron, async."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+import squid_mesh as sm
+from tests.conftest import MeshFactory
+from tests.support.clock import FakeClock
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def completed(mesh: sm.Mesh, *ids: str) -> Callable[[], bool]:
+    return lambda: all(mesh.inspect_run(i).status == sm.RunStatus.COMPLETED for i in ids)
+
+
+@pytest.fixture
+def workers() -> Iterator[list[sm.Worker]]:
+    started: list[sm.Worker] = []
+    yield started
+    for w in started:
+        w.stop(grace_period=0)
+
+
+def single(name: str, fn: Callable[[dict, sm.StepContext], dict], **step: object) -> sm.Workflow:
+    wf = sm.Workflow(name)
+    wf.step(name="work", **step)(fn)  # type: ignore[arg-type]
+    wf.transition("work", to=sm.COMPLETE)
+    return wf
+
+
+def test_concurrency_8_runs_8_slow_steps_at_once(
+    make_mesh: MeshFactory, workers: list[sm.Worker]
+) -> None:
+    # Each step waits until all 8 are inside at the same moment: only 8 at once can pass.
+    together = threading.Barrier(8, timeout=30)
+    peak = [0, 0]
+    lock = threading.Lock()
+
+    def slow(input: dict, ctx: sm.StepContext) -> dict:
+        with lock:
+            peak[0] += 1
+            peak[1] = max(peak)
+        together.wait()
+        time.sleep(0.05)
+        with lock:
+            peak[0] -= 1
+        return {"ok": True}
+
+    mesh = make_mesh(
+        [single("slow", slow, retry=sm.RetryPolicy(max_attempts=1))],
+        clock=None,
+        max_connections=12,
+    )
+    worker = sm.Worker(mesh, concurrency=8, poll_interval=0.2)
+    workers.append(worker)
+    worker.start()
+    ids = [mesh.start("slow", {}).id for _ in range(16)]
+    wait_for(completed(mesh, *ids), what="16 runs")
+    assert peak[1] == 8
+    assert worker.executed == 16
+
+
+def test_an_idle_worker_runs_a_delayed_retry_at_its_due_time_not_a_poll_later(
+    make_mesh: MeshFactory, workers: list[sm.Worker]
+) -> None:
+    calls: list[float] = []
+
+    def flaky(input: dict, ctx: sm.StepContext) -> dict:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise sm.Retry("not yet", after=0.3)
+        return {}
+
+    mesh = make_mesh([single("flaky", flaky, retry=sm.RetryPolicy(max_attempts=3))], clock=None)
+    # A poll interval far beyond the test's patience: only the due time can wake it.
+    worker = sm.Worker(mesh, poll_interval=120)
+    workers.append(worker)
+    worker.start()
+    run = mesh.start("flaky", {})
+    wait_for(completed(mesh, run.id), timeout=20, what="the retry")
+    assert len(calls) == 2 and calls[1] - calls[0] >= 0.29
+
+
+def test_a_run_started_by_another_connection_wakes_an_idle_worker(
+    make_mesh: MeshFactory, workers: list[sm.Worker], backend: str
+) -> None:
+    wf = single("hello", lambda input, ctx: {"hi": 1})
+    mesh = make_mesh([wf], clock=None)
+    elsewhere = make_mesh([wf], clock=None)
+    # Postgres: LISTEN/NOTIFY; SQLite: adaptive polling capped at poll_interval.
+    worker = sm.Worker(mesh, poll_interval=120 if backend == "postgres" else 0.2)
+    workers.append(worker)
+    worker.start()
+    time.sleep(0.5)  # let it go idle first
+    run = elsewhere.start("hello", {})
+    wait_for(completed(mesh, run.id), timeout=20, what="the worker to wake")
+
+
+def test_automatic_heartbeats_keep_a_long_step_leased(
+    make_mesh: MeshFactory, workers: list[sm.Worker]
+) -> None:
+    release = threading.Event()
+
+    def long(input: dict, ctx: sm.StepContext) -> dict:
+        assert release.wait(30)
+        return {}
+
+    wf = single("long", long)
+    mesh = make_mesh([wf], clock=None)
+    thief = make_mesh([wf], clock=None)
+    worker = sm.Worker(mesh, lease=1.0, heartbeat_every=0.2)
+    workers.append(worker)
+    worker.start()
+    run = mesh.start("long", {})
+    wait_for(lambda: worker.in_flight == 1, what="the step to start")
+    time.sleep(2.0)  # two leases' worth
+    assert thief.execute_next(owner_id="thief") is None, "the lease was kept alive"
+    release.set()
+    wait_for(completed(mesh, run.id))
+    snap = mesh.inspect_run(run.id, history=True)
+    assert snap.steps[0].attempts[-1].claims == 1
+    assert any(e.kind == "attempt_heartbeat" for e in snap.history or ())
+
+
+def test_stop_lets_running_steps_finish_within_the_grace_period(
+    make_mesh: MeshFactory, workers: list[sm.Worker]
+) -> None:
+    entered = threading.Event()
+
+    def brief(input: dict, ctx: sm.StepContext) -> dict:
+        entered.set()
+        time.sleep(0.3)
+        return {"done": True}
+
+    mesh = make_mesh([single("brief", brief)], clock=None)
+    worker = sm.Worker(mesh)
+    worker.start()
+    run = mesh.start("brief", {})
+    assert entered.wait(30)
+    assert worker.stop(grace_period=30) == 0
+    assert mesh.inspect_run(run.id).status == sm.RunStatus.COMPLETED
+
+
+def test_stop_releases_a_step_still_running_after_the_grace_period(
+    make_mesh: MeshFactory, workers: list[sm.Worker]
+) -> None:
+    entered, release = threading.Event(), threading.Event()
+    runs: list[int] = []
+
+    def stuck(input: dict, ctx: sm.StepContext) -> dict:
+        runs.append(1)
+        entered.set()
+        release.wait(30)
+        return {}
+
+    wf = single("stuck", stuck)
+    mesh = make_mesh([wf], clock=None)
+    other = make_mesh([wf], clock=None)
+    worker = sm.Worker(mesh, lease=300)
+    worker.start()
+    run = mesh.start("stuck", {})
+    assert entered.wait(30)
+    assert worker.stop(grace_period=0.2) == 1
+    release.set()  # the first copy ends now; its result is refused
+    # (On Postgres a claim skips a run whose row another transaction holds: let that record end.)
+    wait_for(lambda: worker.executed == 1, what="the refused record")
+    # Released, not left to its 300 s lease: another worker takes it over at once.
+    done = other.execute_next(owner_id="next")
+    assert done is not None and done.outcome == "completed"
+    snap = mesh.inspect_run(run.id, history=True)
+    assert snap.status == sm.RunStatus.COMPLETED
+    assert [e.kind for e in snap.history or ()].count("attempt_released") == 1
+    assert len(runs) == 2
+    assert worker.executed == 1
+
+
+def test_async_steps_share_one_event_loop(make_mesh: MeshFactory, workers: list[sm.Worker]) -> None:
+    loops: set[int] = set()
+
+    async def hop(input: dict, ctx: sm.StepContext) -> dict:
+        loops.add(id(asyncio.get_running_loop()))
+        await asyncio.sleep(0.01)
+        return {}
+
+    mesh = make_mesh([single("hop", hop)], clock=None, max_connections=8)
+    worker = sm.Worker(mesh, concurrency=4)
+    workers.append(worker)
+    worker.start()
+    ids = [mesh.start("hop", {}).id for _ in range(6)]
+    wait_for(completed(mesh, *ids))
+    assert len(loops) == 1
+
+
+def test_the_worker_ticks_cron_and_runs_what_it_starts(
+    make_mesh: MeshFactory, workers: list[sm.Worker], clock: FakeClock
+) -> None:
+    wf = sm.Workflow("tick", triggers=[sm.Cron("* * * * *", name="every_minute")])
+
+    @wf.step()
+    def work(input: dict, ctx: sm.StepContext) -> dict:
+        return {}
+
+    wf.transition("work", to=sm.COMPLETE)
+    mesh = make_mesh([wf])
+    worker = sm.Worker(mesh, cron_every=0.05, poll_interval=0.05)
+    workers.append(worker)
+    worker.start()
+    time.sleep(0.3)  # the first tick only learns the trigger
+    assert mesh.list_runs().runs == ()
+    clock.advance(61)
+    wait_for(lambda: len(mesh.list_runs(status="completed").runs) == 1, what="the scheduled run")
+
+
+def test_a_limited_queue_never_exceeds_its_concurrency_with_more_lanes(
+    make_mesh: MeshFactory, workers: list[sm.Worker]
+) -> None:
+    together = threading.Barrier(2, timeout=30)
+    peak = [0, 0]
+    lock = threading.Lock()
+
+    def paired(input: dict, ctx: sm.StepContext) -> dict:
+        with lock:
+            peak[0] += 1
+            peak[1] = max(peak)
+        together.wait()  # two do run together...
+        time.sleep(0.05)
+        with lock:
+            peak[0] -= 1
+        return {}
+
+    wf = sm.Workflow("pay", queue="payments")
+    wf.step(name="work", retry=sm.RetryPolicy(max_attempts=1))(paired)
+    wf.transition("work", to=sm.COMPLETE)
+    mesh = make_mesh([wf], clock=None, max_connections=10)
+    mesh.set_queue_limits("payments", concurrency=2)
+    worker = sm.Worker(mesh, queues=["payments"], concurrency=6, poll_interval=0.1)
+    workers.append(worker)
+    worker.start()
+    ids = [mesh.start("pay", {}).id for _ in range(8)]
+    wait_for(completed(mesh, *ids), what="8 runs")
+    assert peak[1] == 2  # ...and never three
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"concurrency": 0}, "concurrency"),
+        ({"concurrency": 2.5}, "concurrency"),
+        ({"queues": []}, "queues"),
+        ({"queues": "default"}, "queues"),
+        ({"queues": ["bad queue"]}, "queue"),
+        ({"lease": 0}, "lease"),
+        ({"lease": 5, "heartbeat_every": 5}, "heartbeat_every"),
+        ({"poll_interval": -1}, "poll_interval"),
+        ({"grace_period": -1}, "grace_period"),
+        ({"cron_every": 0}, "cron_every"),
+    ],
+)
+def test_bad_worker_options_are_refused_by_name(
+    make_mesh: MeshFactory, options: dict, field: str
+) -> None:
+    mesh = make_mesh([single("x", lambda i, c: {})])
+    with pytest.raises(sm.InvalidOptionError, match=field):
+        sm.Worker(mesh, **options)
