@@ -65,9 +65,17 @@ def _workflows(app: str | None) -> list[sm.Workflow]:
 
 @contextmanager
 def _mesh(ctx: click.Context) -> Iterator[sm.Mesh]:
-    db, app = ctx.obj["db"], ctx.obj["app"]
+    db, app = _target(ctx)
     with sm.connect(db, workflows=_workflows(app)) as mesh:
         yield mesh
+
+
+def _target(ctx: click.Context) -> tuple[str, str | None]:
+    """The database URL and the app, from the group's options or the command's own."""
+    db, app = ctx.obj["db"], ctx.obj["app"]
+    if not db:
+        raise click.UsageError("Missing option '--db' (or SQUID_MESH_DATABASE_URL).")
+    return db, app
 
 
 def _refusals(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -86,7 +94,7 @@ def _refusals(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @click.group()
-@click.option("--db", envvar="SQUID_MESH_DATABASE_URL", required=True, help="Database URL.")
+@click.option("--db", envvar="SQUID_MESH_DATABASE_URL", help="Database URL.")
 @click.option("--app", default=None, help="module:attribute holding the host's workflows.")
 @click.pass_context
 def cli(ctx: click.Context, db: str, app: str | None) -> None:
@@ -147,10 +155,14 @@ def purge(ctx: click.Context, older_than: str) -> None:
 @click.option("--name", default=None, help="Owner id prefix of this worker's claims.")
 @click.option("--metrics-port", type=int, default=None, help="Serve /metrics on this port.")
 @click.option("--max-idle", type=float, default=None, help="Stop after this many idle seconds.")
+@click.option("--app", "app", default=None, help="module:attribute holding the host's workflows.")
+@click.option("--db", "db", default=None, help="Database URL.")
 @click.pass_context
 @_refusals
 def worker(
     ctx: click.Context,
+    app: str | None,
+    db: str | None,
     queues: tuple[str, ...],
     concurrency: int,
     lease: float,
@@ -161,7 +173,9 @@ def worker(
     max_idle: float | None,
 ) -> None:
     """Run steps of the queues until SIGINT/SIGTERM (or idle for --max-idle seconds)."""
-    db, app = ctx.obj["db"], ctx.obj["app"]
+    # --app and --db may come after the command name too (`squid-mesh worker --app m:reg`).
+    ctx.obj = {"db": db or ctx.obj["db"], "app": app or ctx.obj["app"]}
+    db, app = _target(ctx)
     # Each lane holds a connection while it records; the dispatcher and heartbeats need theirs.
     with sm.connect(db, workflows=_workflows(app), max_connections=concurrency + 3) as mesh:
         w = sm.Worker(

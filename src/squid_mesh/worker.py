@@ -39,6 +39,10 @@ _FIRST_POLL = 0.005  # an idle SQLite worker's first pause; doubled up to poll_i
 _STOP = object()  # a lane's hand-off that means "exit"
 
 
+class _Abandoned(Exception):
+    """A claim taken after stop() chose what to release: given back, not run."""
+
+
 class Worker:
     """Runs the steps of ``queues`` with ``concurrency`` lanes until stopped.
 
@@ -117,11 +121,19 @@ class Worker:
         self._handoffs: queue_mod.SimpleQueue[object] = queue_mod.SimpleQueue()
         self._idle = concurrency
         self._offered = 0
+        # Claims taken, and whether the last hand-off came back without one (see _dispatch).
+        self._claims = 0
+        self._fruitless = False
+        # Set in stop() once the claims to release are chosen: a claim taken later is given
+        # back at once instead of run.
+        self._closing = False
+        self._beats_done = threading.Event()
         self._current: dict[str, tuple[Claim, float]] = {}
         self._threads: list[threading.Thread] = []
         self._lanes: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: Any = None
+        self._listen_thread: threading.Thread | None = None
         self._started = False
         self._stopped = False
 
@@ -144,7 +156,9 @@ class Worker:
             self._lanes.append(lane)
         self._listener = self._engine.store.listen()
         if self._listener is not None:
-            self._spawn("listen", self._listen)
+            # LISTEN before the first look at the queues: nothing announced after it is missed.
+            self._listener.open()
+            self._listen_thread = self._spawn("listen", self._listen)
         self._engine.wakers.append(self._woken)
         self._engine.telemetry.watch_queues(self._queue_counts)
         self._spawn("heartbeat", self._heartbeats)
@@ -184,14 +198,17 @@ class Worker:
                 lane.join(min(left, 0.1))
         released = 0
         with self._lock:
+            self._closing = True
             stuck = [claim for claim, _ in self._current.values()]
+        # Heartbeats went on through the grace period; the claims left now are given back.
+        self._beats_done.set()
         for claim in stuck:
             released += self._release(claim)
         released += self._engine.release_held(self._owners)
         if self._engine.wakers.count(self._woken):
             self._engine.wakers.remove(self._woken)
-        if self._listener is not None:
-            self._listener.close()
+        if self._listen_thread is not None:
+            self._listen_thread.join(5)  # it closes its own connection
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
         logger.info(
@@ -266,13 +283,18 @@ class Worker:
                 break
             with self._lock:
                 self._offered -= 1
+            ran = 0
             try:
                 while not self._stopping.is_set() and self._step(owner):
-                    pass
+                    ran += 1
+            except _Abandoned:
+                pass
             except Exception:
                 logger.exception("worker %s: lane %s failed; it continues", self.name, owner)
             with self._lock:
                 self._idle += 1
+                if ran == 0:
+                    self._fruitless = True
             self._changed.set()
         self._engine.release_held([owner])
 
@@ -281,11 +303,22 @@ class Worker:
 
         def track(claim: Claim) -> None:
             with self._lock:
-                self._current[owner] = (claim, time.monotonic())
+                closing = self._closing
+                if not closing:
+                    self._current[owner] = (claim, time.monotonic())
+                    self._claims += 1
+                    self._fruitless = False
+            if closing:
+                # stop() has already chosen what to release: give this one back unrun.
+                self._release(claim)
+                raise _Abandoned
             # A claim may mean there is more: the dispatcher looks again (for an idle lane).
             self._changed.set()
 
-        for q in self.queues:
+        # A claim prefetched on a queue goes first: left behind, nobody could take it until
+        # its lease ran out.
+        held = self._engine.held_queues(owner)
+        for q in [*held, *(q for q in self.queues if q not in held)]:
             try:
                 execution = self._engine.execute_next(
                     queue=q,
@@ -308,6 +341,7 @@ class Worker:
     def _dispatch(self) -> None:
         pause = _FIRST_POLL
         next_tick = 0.0
+        seen_claims = 0
         while not self._stopping.is_set():
             try:
                 if self._has_cron and self.cron_every is not None and time.monotonic() >= next_tick:
@@ -315,17 +349,25 @@ class Worker:
                     self._engine.cron_tick(self._engine.clock())
                 with self._lock:
                     free = self._idle > 0
+                    fruitless, self._fruitless = self._fruitless, False
+                    if self._claims != seen_claims:
+                        seen_claims, pause = self._claims, _FIRST_POLL
                 if not free:
                     self._sleep(self.poll_interval)
                     continue
                 wake_at = self._next_due()
                 now = self._engine.clock()
                 if wake_at is not None and wake_at <= now:
+                    if fruitless:
+                        # Due, yet the last lane sent found nothing to claim (its run was held
+                        # by another transaction, say): wait a little, longer each time.
+                        self._sleep(pause)
+                        pause = min(pause * 2, self.poll_interval)
+                        continue
                     with self._lock:
                         self._idle -= 1
                         self._offered += 1
                     self._handoffs.put(True)
-                    pause = _FIRST_POLL
                     # Until that lane reports (claimed, or found nothing), do not offer the same
                     # attempt to a second lane.
                     self._sleep(self.poll_interval)
@@ -369,15 +411,23 @@ class Worker:
             self._changed.set()
 
     def _listen(self) -> None:
-        while not self._stopping.is_set():
-            announced = self._listener.wait(1.0)
-            if announced is None:
-                self._stopping.wait(self.poll_interval)  # the database went away: poll meanwhile
-            elif announced.intersection(self.queues):
-                self._changed.set()
+        try:
+            while not self._stopping.is_set():
+                announced = self._listener.wait(0.25)
+                if announced is None:
+                    # The connection broke: poll meanwhile, then listen again and look once,
+                    # for whatever was announced while nobody listened.
+                    self._stopping.wait(self.poll_interval)
+                    if self._listener.open():
+                        self._changed.set()
+                elif announced.intersection(self.queues):
+                    self._changed.set()
+        finally:
+            self._listener.close()
 
     def _heartbeats(self) -> None:
-        while not self._stopping.wait(min(self.heartbeat_every / 2, 1.0)):
+        # Runs until stop() has released what is left, grace period included.
+        while not self._beats_done.wait(min(self.heartbeat_every / 2, 1.0)):
             now = time.monotonic()
             with self._lock:
                 due = [
@@ -386,6 +436,8 @@ class Worker:
                     if now - since >= self.heartbeat_every
                 ]
             for owner, claim in due:
+                if self._engine.runs_inside(claim):
+                    continue  # a transactional step holds its run's lock: nobody can take it
                 try:
                     self._engine.heartbeat_claim(claim)
                 except SquidMeshError as exc:
@@ -396,11 +448,18 @@ class Worker:
                         claim.state.run_id,
                         exc,
                     )
+                except Exception:
+                    logger.exception("worker %s: heartbeat failed", self.name)
                 with self._lock:
                     if owner in self._current and self._current[owner][0] is claim:
                         self._current[owner] = (claim, now)
 
     def _release(self, claim: Claim) -> int:
+        if self._engine.runs_inside(claim):
+            # Its step runs inside the transaction that records it: that commits or, if the
+            # process ends first, rolls back and leaves the claim to its lease. Releasing would
+            # wait for the run's lock until the step ends.
+            return 0
         try:
             released = self._engine.release_claim(claim)
         except SquidMeshError as exc:

@@ -31,7 +31,8 @@ class Cli:
 
     def worker(self, db_url: str, *args: str) -> subprocess.Popen[bytes]:
         n = len(self.procs)
-        cmd = [sys.executable, "-m", "squid_mesh.cli", "--db", db_url, "--app", APP, "worker"]
+        # The form: `squid-mesh worker --app module:registry --queue default ...`.
+        cmd = [sys.executable, "-m", "squid_mesh.cli", "worker", "--db", db_url, "--app", APP]
         with (
             (self.logs / f"w{n}.out").open("wb") as out,
             (self.logs / f"w{n}.err").open("wb") as err,
@@ -100,7 +101,8 @@ def test_sigterm_mid_step_loses_nothing_and_a_second_worker_completes_the_rest(
     with sm.connect(db_url, workflows=all_workflows()) as mesh:
         if ending == "release":
             (folder / "slow").touch()  # the first worker's steps outlive its grace period
-        ids = started_naps(mesh, folder, 8, seconds=1.0)
+        # Long enough that SIGTERM lands while the first four still run.
+        ids = started_naps(mesh, folder, 8, seconds=3.0 if ending == "finish" else 1.0)
         grace = "30" if ending == "finish" else "0.5"
         first = cli.worker(
             db_url, "--queue", "default", "--concurrency", "4", "--lease", "120",

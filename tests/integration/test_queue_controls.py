@@ -153,7 +153,7 @@ def test_a_rate_limit_hands_out_tokens_at_its_rate(
 ) -> None:
     mesh = make_mesh([one_step(queue="mail")])
     mesh.set_queue_limits("mail", rate_limit=2, per=60)
-    for n in range(6):
+    for n in range(9):
         mesh.start("job", {"n": n})
 
     def drain() -> int:
@@ -169,6 +169,11 @@ def test_a_rate_limit_hands_out_tokens_at_its_rate(
     assert drain() == 1, "one token per 30 s"
     clock.advance(600)
     assert drain() == 2, "the bucket never holds more than the limit"
+    assert drain() == 0
+    mesh.set_queue_limits("mail", rate_limit=2, per=60)  # the same again: the bucket is kept
+    assert drain() == 0
+    mesh.set_queue_limits("mail", rate_limit=3, per=60)  # a new rate: a new, full bucket
+    assert drain() == 3
     mesh.set_queue_limits("mail")  # no limits: removed
     assert mesh.queue_limits() == {}
     assert drain() == 1
@@ -225,3 +230,32 @@ def test_queue_stats_count_visible_claimed_and_scheduled(
     assert mesh.queue_stats() == {"default": sm.QueueStats("default", 1, 1, 1)}
     release.set()
     holder.join(30)
+
+
+def test_a_heartbeat_cannot_revive_a_lapsed_lease_on_a_limited_queue(
+    make_mesh: MeshFactory, clock: FakeClock
+) -> None:
+    seen: list[str] = []
+    wf = sm.Workflow("beating", queue="payments")
+
+    @wf.step()
+    def work(input: dict, ctx: sm.StepContext) -> dict:
+        ctx.heartbeat()  # within the lease: fine
+        clock.advance(40)  # the 30 s lease has run out meanwhile
+        try:
+            ctx.heartbeat()
+            seen.append("extended")
+        except sm.LeaseLostError:
+            seen.append("lost")
+            raise
+        return {}
+
+    wf.transition("work", to=sm.COMPLETE)
+    mesh = make_mesh([wf])
+    mesh.start("beating", {})
+    assert mesh.execute_next(owner_id="w", queue="payments") is not None
+    assert seen == ["extended"], "an unlimited queue may revive its lease"
+    mesh.set_queue_limits("payments", concurrency=1)
+    mesh.start("beating", {})
+    mesh.execute_next(owner_id="w", queue="payments")
+    assert seen == ["extended", "lost"]

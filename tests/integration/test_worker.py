@@ -187,10 +187,10 @@ def test_stop_releases_a_step_still_running_after_the_grace_period(
 
 
 def test_async_steps_share_one_event_loop(make_mesh: MeshFactory, workers: list[sm.Worker]) -> None:
-    loops: set[int] = set()
+    loops: list[asyncio.AbstractEventLoop] = []  # kept alive: ids of dead loops can repeat
 
     async def hop(input: dict, ctx: sm.StepContext) -> dict:
-        loops.add(id(asyncio.get_running_loop()))
+        loops.append(asyncio.get_running_loop())
         await asyncio.sleep(0.01)
         return {}
 
@@ -200,7 +200,7 @@ def test_async_steps_share_one_event_loop(make_mesh: MeshFactory, workers: list[
     worker.start()
     ids = [mesh.start("hop", {}).id for _ in range(6)]
     wait_for(completed(mesh, *ids))
-    assert len(loops) == 1
+    assert len(loops) == 6 and len({id(loop) for loop in loops}) == 1
 
 
 def test_the_worker_ticks_cron_and_runs_what_it_starts(
@@ -274,3 +274,68 @@ def test_bad_worker_options_are_refused_by_name(
     mesh = make_mesh([single("x", lambda i, c: {})])
     with pytest.raises(sm.InvalidOptionError, match=field):
         sm.Worker(mesh, **options)
+
+
+def test_heartbeats_go_on_through_the_grace_period(
+    make_mesh: MeshFactory, workers: list[sm.Worker]
+) -> None:
+    entered = threading.Event()
+
+    def slow(input: dict, ctx: sm.StepContext) -> dict:
+        entered.set()
+        time.sleep(2.5)  # longer than two leases: only heartbeats keep the claim
+        return {"done": True}
+
+    wf = single("slowstop", slow)
+    mesh = make_mesh([wf], clock=None)
+    thief = make_mesh([wf], clock=None)
+    worker = sm.Worker(mesh, lease=1.0, heartbeat_every=0.2)
+    worker.start()
+    run = mesh.start("slowstop", {})
+    assert entered.wait(30)
+    stopping = threading.Thread(target=worker.stop, kwargs={"grace_period": 10})
+    stopping.start()
+    time.sleep(1.5)
+    assert thief.execute_next(owner_id="thief") is None, "the lease was kept during the grace"
+    stopping.join(30)
+    snap = mesh.inspect_run(run.id)
+    assert snap.status == sm.RunStatus.COMPLETED
+    assert snap.steps[0].attempts[-1].claims == 1
+
+
+def test_a_claim_prefetched_on_a_later_queue_is_run_next_not_left_to_expire(
+    make_mesh: MeshFactory, workers: list[sm.Worker]
+) -> None:
+    gate = threading.Event()
+    two = sm.Workflow("two_on_b", queue="b")
+
+    @two.step()
+    def first(input: dict, ctx: sm.StepContext) -> dict:
+        assert gate.wait(30)
+        return {}
+
+    @two.step()
+    def second(input: dict, ctx: sm.StepContext) -> dict:
+        return {}
+
+    two.transition("first", to="second")
+    two.transition("second", to=sm.COMPLETE)
+    on_a = sm.Workflow("busy_a", queue="a")
+
+    @on_a.step()
+    def chew(input: dict, ctx: sm.StepContext) -> dict:
+        time.sleep(0.15)
+        return {}
+
+    on_a.transition("chew", to=sm.COMPLETE)
+    mesh = make_mesh([two, on_a], clock=None)
+    worker = sm.Worker(mesh, queues=["a", "b"], lease=1.0, heartbeat_every=0.3)
+    workers.append(worker)
+    worker.start()
+    b_run = mesh.start("two_on_b", {})
+    wait_for(lambda: worker.in_flight == 1, what="the b step to start")
+    a_runs = [mesh.start("busy_a", {}).id for _ in range(12)]  # ~1.8 s of work on queue a
+    gate.set()  # b's first step ends; its second is prefetched for this lane, on queue b
+    wait_for(completed(mesh, b_run.id, *a_runs), what="all runs")
+    [second_step] = [s for s in mesh.inspect_run(b_run.id).steps if s.name == "second"]
+    assert second_step.attempts[-1].claims == 1, "run at once, not re-claimed after its lease"

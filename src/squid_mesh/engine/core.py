@@ -938,7 +938,8 @@ class Engine:
         rows = self.transact(lambda tx: tx.queue_limits(), read_only=True)
         self._limits = {row.queue: row for row in rows}
         self._limits_read = now
-        self._blocked = {q: t for q, t in self._blocked.items() if q in self._limits}
+        # Lanes write _blocked meanwhile: read a copy.
+        self._blocked = {q: t for q, t in dict(self._blocked).items() if q in self._limits}
 
     def blocked_until(self, queue: str) -> float:
         """When a limited queue may next yield a claim in this process (0 when not blocked)."""
@@ -957,6 +958,16 @@ class Engine:
     def queue_counts(self, now: float) -> dict[str, tuple[int, int, int]]:
         """``queue -> (visible, claimed, scheduled)``."""
         return self.transact(lambda tx: tx.queue_counts(now), read_only=True)
+
+    def held_queues(self, owner_id: str) -> list[str]:
+        """The queues on which ``owner_id`` holds a prefetched claim not yet run."""
+        return [q for (owner, q) in list(self._held) if owner == owner_id]
+
+    def runs_inside(self, claim: Claim) -> bool:
+        """Whether the claimed step is transactional (it runs inside its recording transaction)."""
+        d = self.definitions.get(f"{claim.state.workflow}@{claim.state.version}")
+        step = None if d is None else d.steps.get(claim.attempt.step)
+        return step is not None and step.transactional
 
     def wf_keys(self) -> list[str]:
         """``workflow@version`` of every definition this process can run (what it may claim)."""
@@ -1216,7 +1227,16 @@ class Engine:
                 )
             if state.status.terminal:
                 return state.status.value
-            if state.attempts[key].status is AttemptStatus.CANCELLED:
+            current = state.attempts[key]
+            lapsed = current.lease_until is not None and current.lease_until <= beat_at
+            if lapsed and current.queue in self._limits:
+                # Its slot may have gone to another claim meanwhile: reviving the lease could
+                # put the queue over its concurrency limit.
+                raise LeaseLostError(
+                    f"run {run_id} step attempt {key!r}: the lease expired before this "
+                    "heartbeat, and its queue is limited; stop, the attempt will be claimed again"
+                )
+            if current.status is AttemptStatus.CANCELLED:
                 return "cancelled"  # the run is undoing a failure: this branch must stop
             self._write(tx, state, [f.AttemptHeartbeat(key, beat_at + lease)], beat_at)
             return None

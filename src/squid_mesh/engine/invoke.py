@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 import json
 import threading
 import traceback
@@ -72,7 +74,7 @@ def _call(step: Step, step_input: dict[str, Any], ctx: StepContext) -> Any:
         return step.fn(step_input, ctx)
     loop = step_loop.get()
     if loop is not None:
-        return asyncio.run_coroutine_threadsafe(step.fn(step_input, ctx), loop).result()
+        return _on_loop(loop, step.fn(step_input, ctx))
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -93,6 +95,30 @@ def _call(step: Step, step_input: dict[str, Any], ctx: StepContext) -> Any:
     if "error" in box:
         raise box["error"]
     return box.get("value")
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop, coro: Any) -> Any:
+    """Run ``coro`` on another thread's loop, in a copy of this thread's context, and wait.
+
+    The context carries the current span, so child runs an async step starts join its trace
+    (``run_coroutine_threadsafe`` would run it in the loop's own context instead).
+    """
+    done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    context = contextvars.copy_context()
+
+    def settle(task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            done.cancel()
+        elif (error := task.exception()) is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(task.result())
+
+    def launch() -> None:
+        loop.create_task(coro, context=context).add_done_callback(settle)
+
+    loop.call_soon_threadsafe(launch)
+    return done.result()
 
 
 def _check_output(step: Step, returned: Any) -> StepResult:

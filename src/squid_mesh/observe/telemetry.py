@@ -13,6 +13,7 @@ idempotency keys and baggage never do: the trace context stored with a run is th
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -44,8 +45,17 @@ class _Otel:
 
         self.trace = trace
         self.context = context
+        self.metrics = metrics
         self.propagator = TraceContextTextMapPropagator()
         self.tracer = trace.get_tracer("squid_mesh", tracer_provider=tracer_provider)
+        self._tracing = tracer_provider is not None
+        self._measuring = meter_provider is not None
+        try:
+            from opentelemetry.metrics._internal import _ProxyMeterProvider
+
+            self._proxy_meters: type | None = _ProxyMeterProvider
+        except ImportError:  # a future API without it: always record
+            self._proxy_meters = None
         meter = metrics.get_meter("squid_mesh", meter_provider=meter_provider)
         self.attempts = meter.create_counter(
             "squid_mesh.attempts", unit="{attempt}", description=ATTEMPTS.help
@@ -69,6 +79,28 @@ class _Otel:
             unit="{attempt}",
             description=QUEUE_ATTEMPTS.help,
         )
+
+    def tracing(self) -> bool:
+        """Whether spans go anywhere: an explicit provider, or a global one set by the host.
+
+        Until the host installs an SDK, the global provider is a placeholder and every span
+        would be a no-op costing a few microseconds per attempt; checked per call because
+        the host may install one later.
+        """
+        if not self._tracing:
+            # A global provider, once set, stays set (OTel refuses to replace it).
+            self._tracing = not isinstance(
+                self.trace.get_tracer_provider(), self.trace.ProxyTracerProvider
+            )
+        return self._tracing
+
+    def measuring(self) -> bool:
+        """Whether OTel metrics go anywhere (as :meth:`tracing`, for the meter provider)."""
+        if not self._measuring:
+            self._measuring = self._proxy_meters is None or not isinstance(
+                self.metrics.get_meter_provider(), self._proxy_meters
+            )
+        return self._measuring
 
 
 class AttemptScope:
@@ -96,6 +128,7 @@ class Telemetry:
         self._want_otel = otel
         self._otel: _Otel | None = None
         self._loaded = False
+        self._load_lock = threading.Lock()
         # Queues whose gauges are reported, and how to count them (set by a Worker).
         self._queue_counts: QueueCounts | None = None
 
@@ -103,12 +136,14 @@ class Telemetry:
     def otel(self) -> _Otel | None:
         """The OpenTelemetry objects, or None when the API is not installed or switched off."""
         if not self._loaded:
-            self._loaded = True
-            if self._want_otel:
-                try:
-                    self._otel = _Otel(*self._providers, self)
-                except ImportError:
-                    self._otel = None
+            with self._load_lock:  # lanes may get here at once
+                if not self._loaded:
+                    if self._want_otel:
+                        try:
+                            self._otel = _Otel(*self._providers, self)
+                        except ImportError:
+                            self._otel = None
+                    self._loaded = True
         return self._otel
 
     # -- traces -----------------------------------------------------------------------------
@@ -116,7 +151,7 @@ class Telemetry:
     def trace_context(self) -> dict[str, str] | None:
         """The current span's W3C trace context (stored with a new run), or None."""
         otel = self.otel
-        if otel is None:
+        if otel is None or not otel.tracing():
             return None
         carrier: dict[str, str] = {}
         otel.propagator.inject(carrier)
@@ -126,7 +161,7 @@ class Telemetry:
     def command(self, name: str, **attributes: str | None) -> Iterator[None]:
         """A span around one command (start, cancel, resume, approve, reject, replay, ...)."""
         otel = self.otel
-        if otel is None:
+        if otel is None or not otel.tracing():
             yield
             return
         attrs = {f"squid_mesh.{k}": v for k, v in attributes.items() if v is not None}
@@ -163,10 +198,10 @@ class Telemetry:
         }
         self.registry.observe(CLAIM_LATENCY, {"queue": queue}, max(waited, 0.0))
         otel = self.otel
-        if otel is not None:
+        if otel is not None and otel.measuring():
             otel.latency.record(max(waited, 0.0), {"queue": queue})
         logger.debug("claimed %s attempt %d of run %s", step, attempt, run_id, extra=fields)
-        if otel is None:
+        if otel is None or not otel.tracing():
             yield AttemptScope(fields, None)
             return
         parent = otel.propagator.extract(dict(trace)) if trace else None
@@ -196,7 +231,7 @@ class Telemetry:
         self.registry.add(ATTEMPTS, {**labels, "outcome": outcome})
         self.registry.observe(STEP_DURATION, labels, elapsed)
         otel = self.otel
-        if otel is not None:
+        if otel is not None and otel.measuring():
             otel.attempts.add(1, {**labels, "outcome": outcome})
             otel.duration.record(elapsed, labels)
         if scope.span is not None:
@@ -207,16 +242,19 @@ class Telemetry:
         extra = {**f, "outcome": outcome, "duration": round(elapsed, 6)}
         level = _LOUD.get(outcome, logging.DEBUG)
         if error is not None and level > logging.DEBUG:
+            # Type and code only: an exception's message often quotes what it choked on (a URL
+            # with a token, a payload value). The message is in the journal, for inspect_run.
             extra["error_type"] = error.get("type")
+            extra["error_code"] = error.get("code")
             logger.log(
                 level,
-                "%s attempt %d of run %s: %s (%s: %s)",
+                "%s attempt %d of run %s: %s (%s, %s)",
                 f["step"],
                 f["attempt"],
                 f["run_id"],
                 outcome,
                 error.get("type"),
-                error.get("message"),
+                error.get("code"),
                 extra=extra,
             )
         else:

@@ -63,6 +63,9 @@ class QueueLimitRow(NamedTuple):
 class Listener(Protocol):
     """A subscription to wake-ups: queues that gained a claimable attempt in another process."""
 
+    def open(self) -> bool:
+        """Start listening (again, after a failure); whether it worked."""
+
     def wait(self, timeout: float) -> set[str] | None:
         """Block up to ``timeout`` seconds; the queues announced, or ``None`` when it broke."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -214,8 +215,9 @@ class PostgresStore:
 class PostgresListener:
     """LISTEN squid_mesh on a dedicated autocommit connection (see save_run's pg_notify).
 
-    A broken connection is reported once as ``None`` from :meth:`wait` and reopened on the next
-    call, so a restarted database costs the worker a poll interval, not its wake-ups.
+    Used by one thread (the worker's listener). A broken connection makes :meth:`wait` return
+    ``None``; :meth:`open` listens again, and the caller should then look at its queues once, for
+    what was announced while nobody listened.
     """
 
     def __init__(self, psycopg: Any, conninfo: str, url: str) -> None:
@@ -224,19 +226,26 @@ class PostgresListener:
         self._url = url
         self._conn: Any = None
 
-    def _connect(self) -> Any:
-        if self._conn is None or self._conn.closed:
+    def open(self) -> bool:
+        """Connect and LISTEN (if not already); whether it worked."""
+        if self._conn is not None and not self._conn.closed:
+            return True
+        try:
             self._conn = self._psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5)
             self._conn.execute("LISTEN squid_mesh")
-        return self._conn
+        except self._psycopg.Error:
+            self.close()
+            return False
+        return True
 
     def wait(self, timeout: float) -> set[str] | None:
-        """The queues announced within ``timeout`` seconds (empty if none); ``None`` on a failure."""
+        """The queues announced within ``timeout`` seconds (empty if none); ``None`` when broken."""
+        if not self.open():
+            return None
         try:
-            conn = self._connect()
-            queues = {n.payload for n in conn.notifies(timeout=timeout, stop_after=1)}
+            queues = {n.payload for n in self._conn.notifies(timeout=timeout, stop_after=1)}
             # Take whatever else already arrived, without waiting.
-            queues.update(n.payload for n in conn.notifies(timeout=0))
+            queues.update(n.payload for n in self._conn.notifies(timeout=0))
             return queues
         except self._psycopg.Error:
             self.close()
@@ -244,8 +253,7 @@ class PostgresListener:
 
     def close(self) -> None:
         """Close the connection (idempotent)."""
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            finally:
-                self._conn = None
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(self._psycopg.Error):
+                conn.close()

@@ -370,18 +370,26 @@ SELECT count(*)
  WHERE queue = %(queue)s AND status = 'running' AND due_at > %(now)s;
 
 -- name: take_token
-UPDATE squid_mesh_queues SET tokens = %(tokens)s, refilled_at = %(now)s WHERE queue = %(queue)s;
+-- refilled_at never goes back: a worker whose clock lags must not get the same time credited twice.
+UPDATE squid_mesh_queues
+   SET tokens = %(tokens)s, refilled_at = GREATEST(coalesce(refilled_at, %(now)s), %(now)s)
+ WHERE queue = %(queue)s;
 
 -- name: put_queue_limits
--- A new rate limit starts with a full bucket.
+-- A new or changed rate limit starts with a full bucket.
 INSERT INTO squid_mesh_queues (queue, concurrency, rate_limit, rate_period, tokens, refilled_at,
                                updated_at)
 VALUES (%(queue)s, %(concurrency)s, %(rate_limit)s::integer, %(rate_period)s,
         %(rate_limit)s::double precision, %(now)s, %(now)s)
 ON CONFLICT (queue) DO UPDATE
    SET concurrency = excluded.concurrency, rate_limit = excluded.rate_limit,
-       rate_period = excluded.rate_period, tokens = excluded.tokens,
-       refilled_at = excluded.refilled_at, updated_at = excluded.updated_at;
+       rate_period = excluded.rate_period,
+       -- The same rate again (a deploy re-applying its settings) keeps the bucket as it is.
+       tokens = CASE WHEN squid_mesh_queues.rate_limit IS NOT DISTINCT FROM excluded.rate_limit AND squid_mesh_queues.rate_period IS NOT DISTINCT FROM excluded.rate_period
+                     THEN squid_mesh_queues.tokens ELSE excluded.tokens END,
+       refilled_at = CASE WHEN squid_mesh_queues.rate_limit IS NOT DISTINCT FROM excluded.rate_limit AND squid_mesh_queues.rate_period IS NOT DISTINCT FROM excluded.rate_period
+                          THEN squid_mesh_queues.refilled_at ELSE excluded.refilled_at END,
+       updated_at = excluded.updated_at;
 
 -- name: delete_queue_limits
 DELETE FROM squid_mesh_queues WHERE queue = %(queue)s;

@@ -73,8 +73,10 @@ SELECT seq, kind, at, data FROM squid_mesh_facts WHERE run_id = :run_id ORDER BY
 -- name: next_claimable
 -- Walks the partial index squid_mesh_attempts_due in claim order: higher priority first, then the
 -- earliest due. Attempts of definitions this worker has not loaded are passed over, never claimed.
+-- INDEXED BY: left to itself, the planner prefers squid_mesh_attempts_next (queue, due_at) for the
+-- range on due_at and then sorts every due attempt by priority (a third of the throughput gone).
 SELECT run_id, key
-  FROM squid_mesh_attempts
+  FROM squid_mesh_attempts INDEXED BY squid_mesh_attempts_due
  WHERE queue = :queue
    AND due_at IS NOT NULL
    AND due_at <= :now
@@ -85,7 +87,7 @@ SELECT run_id, key
 -- name: probe_due
 -- The idle poller's probe, in a read transaction: is any attempt of this queue due?
 SELECT 1
-  FROM squid_mesh_attempts
+  FROM squid_mesh_attempts INDEXED BY squid_mesh_attempts_next
  WHERE queue = :queue
    AND due_at IS NOT NULL
    AND due_at <= :now
@@ -238,7 +240,7 @@ INSERT INTO squid_mesh_migrations (version, applied_at) VALUES (:version, :appli
 -- When the next attempt of this queue is due (now or later), walking squid_mesh_attempts_next:
 -- an idle worker's probe and its alarm clock in one read.
 SELECT min(due_at)
-  FROM squid_mesh_attempts
+  FROM squid_mesh_attempts INDEXED BY squid_mesh_attempts_next
  WHERE queue = :queue
    AND due_at IS NOT NULL
    AND wf_key IN (SELECT value FROM json_each(:wf_keys));
@@ -255,21 +257,29 @@ SELECT concurrency, rate_limit, rate_period, tokens, refilled_at
 -- name: count_claimed
 -- Claimed attempts whose lease still holds (squid_mesh_attempts_claimed).
 SELECT count(*)
-  FROM squid_mesh_attempts
+  FROM squid_mesh_attempts INDEXED BY squid_mesh_attempts_claimed
  WHERE queue = :queue AND status = 'running' AND due_at > :now;
 
 -- name: take_token
-UPDATE squid_mesh_queues SET tokens = :tokens, refilled_at = :now WHERE queue = :queue;
+-- refilled_at never goes back: a worker whose clock lags must not get the same time credited twice.
+UPDATE squid_mesh_queues
+   SET tokens = :tokens, refilled_at = max(coalesce(refilled_at, :now), :now)
+ WHERE queue = :queue;
 
 -- name: put_queue_limits
--- A new rate limit starts with a full bucket.
+-- A new or changed rate limit starts with a full bucket.
 INSERT INTO squid_mesh_queues (queue, concurrency, rate_limit, rate_period, tokens, refilled_at,
                                updated_at)
 VALUES (:queue, :concurrency, :rate_limit, :rate_period, :rate_limit, :now, :now)
 ON CONFLICT (queue) DO UPDATE
    SET concurrency = excluded.concurrency, rate_limit = excluded.rate_limit,
-       rate_period = excluded.rate_period, tokens = excluded.tokens,
-       refilled_at = excluded.refilled_at, updated_at = excluded.updated_at;
+       rate_period = excluded.rate_period,
+       -- The same rate again (a deploy re-applying its settings) keeps the bucket as it is.
+       tokens = CASE WHEN squid_mesh_queues.rate_limit IS excluded.rate_limit AND squid_mesh_queues.rate_period IS excluded.rate_period
+                     THEN squid_mesh_queues.tokens ELSE excluded.tokens END,
+       refilled_at = CASE WHEN squid_mesh_queues.rate_limit IS excluded.rate_limit AND squid_mesh_queues.rate_period IS excluded.rate_period
+                          THEN squid_mesh_queues.refilled_at ELSE excluded.refilled_at END,
+       updated_at = excluded.updated_at;
 
 -- name: delete_queue_limits
 DELETE FROM squid_mesh_queues WHERE queue = :queue;
