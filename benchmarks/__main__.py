@@ -8,6 +8,7 @@ Scenarios:
   history     latency, inspect_run and list_runs with 1,000 and with 1,000,000 finished runs in the store
   memory      RSS of one worker process after 10,000 and after 200,000 steps (10-step loop
               runs; the stores' workers run side by side)
+  wakeup      an idle sm.Worker in another process: from start() to its step beginning
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import platform
 import time
 from pathlib import Path
 
-from benchmarks import scenarios
+from benchmarks import scenarios, wakeup
 from benchmarks.workload import drop_store, fresh_store
 
 TARGETS = {
@@ -30,6 +31,8 @@ TARGETS = {
     ("postgres", "history"): "steps, inspect_run and list_runs change_pct <= 15",
     ("sqlite", "memory"): "growth_pct <= 10",
     ("postgres", "memory"): "growth_pct <= 10",
+    ("sqlite", "wakeup"): "none (polls: within the 1 s poll interval)",
+    ("postgres", "wakeup"): "wake_p50_ms < 100",
 }
 
 
@@ -43,6 +46,8 @@ def run_scenario(store: str, scenario: str, runs: int, history_size: int) -> dic
             return scenarios.latency(url, runs)
         if scenario == "throughput":
             return scenarios.throughput(url, runs * 10)
+        if scenario == "wakeup":
+            return wakeup.wakeup(url)
         return scenarios.history(url, runs, (1_000, history_size))
     finally:
         drop_store(url)
@@ -64,7 +69,7 @@ def main() -> None:
     parser.add_argument("--store", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument(
         "--scenario",
-        choices=["latency", "throughput", "history", "memory", "all"],
+        choices=["latency", "throughput", "history", "memory", "wakeup", "all"],
         default="all",
     )
     parser.add_argument("--runs", type=int, default=1000)
@@ -73,16 +78,20 @@ def main() -> None:
     parser.add_argument("--drain", help=argparse.SUPPRESS)
     parser.add_argument("--owner", help=argparse.SUPPRESS)
     parser.add_argument("--memory-worker", help=argparse.SUPPRESS)
+    parser.add_argument("--wake-worker", help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.drain:
         scenarios.drain(args.drain, args.owner)
         return
+    if args.wake_worker:
+        wakeup.wake_worker(args.wake_worker)
+        return
     if args.memory_worker:
         scenarios.memory_worker(args.memory_worker, args.steps)
         return
     stores = ["sqlite", "postgres"] if args.store == "both" else [args.store]
-    names = ["latency", "throughput", "history", "memory"]
+    names = ["latency", "throughput", "history", "wakeup", "memory"]
     chosen = names if args.scenario == "all" else [args.scenario]
     results = []
     began = time.perf_counter()
