@@ -1,6 +1,6 @@
 # make test  - lint, type-check and run the whole suite (SQLite and Postgres)
 # make demo  - run a small workflow end to end on SQLite and print its inspection
-# make bench - the benchmarks of docs/performance.md (SQLite and Postgres, about 7 minutes)
+# make bench - the benchmarks of docs/performance.md (SQLite and Postgres, about 8 minutes)
 # Both create .venv with Python >= 3.11 and install what they need on a fresh machine.
 
 PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \

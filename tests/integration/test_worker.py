@@ -339,3 +339,26 @@ def test_a_claim_prefetched_on_a_later_queue_is_run_next_not_left_to_expire(
     wait_for(completed(mesh, b_run.id, *a_runs), what="all runs")
     [second_step] = [s for s in mesh.inspect_run(b_run.id).steps if s.name == "second"]
     assert second_step.attempts[-1].claims == 1, "run at once, not re-claimed after its lease"
+
+
+def test_serve_runs_inside_an_asyncio_host_and_stops_when_cancelled(
+    make_mesh: MeshFactory,
+) -> None:
+    wf = single("served", lambda input, ctx: {"ok": True})
+    mesh = make_mesh([wf], clock=None)
+    worker = sm.Worker(mesh, poll_interval=0.1)
+
+    async def host() -> None:
+        task = asyncio.create_task(worker.serve())
+        run = mesh.start("served", {})
+        for _ in range(3000):
+            if mesh.inspect_run(run.id).status == sm.RunStatus.COMPLETED:
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(host())
+    assert worker.executed == 1
+    assert worker.stop() == 0, "already stopped by the cancelled task"
