@@ -1,5 +1,5 @@
 # make test  - lint, type-check and run the whole suite (SQLite and Postgres)
-# make demo  - run a small workflow end to end on SQLite and print its inspection
+# make demo  - the example host app's smoke check on SQLite: every workflow to its expected end
 # make bench - the benchmarks of docs/performance.md (SQLite and Postgres, about 8 minutes)
 # Both create .venv with Python >= 3.11 and install what they need on a fresh machine.
 
@@ -31,7 +31,7 @@ pytest: $(STAMP)
 test: lint typecheck pytest
 
 demo: $(STAMP)
-	$(BIN)/python examples/demo.py
+	cd examples/minimal_host_app && ../../$(BIN)/python -m host_app smoke
 
 # Every scenario on both stores (needs PostgreSQL); figures printed and written to
 # benchmarks/results/latest.json. See docs/performance.md.
