@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import os
 import re
 import signal
 import sys
@@ -53,6 +54,9 @@ def _workflows(app: str | None) -> list[sm.Workflow]:
     module_name, _, attr = app.partition(":")
     if not module_name or not attr:
         raise click.BadParameter("expected module:attribute", param_hint="--app")
+    # As `python -m` does: the host's modules are found from the directory it runs in.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         found = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
@@ -76,6 +80,12 @@ def _target(ctx: click.Context) -> tuple[str, str | None]:
     if not db:
         raise click.UsageError("Missing option '--db' (or SQUID_MESH_DATABASE_URL).")
     return db, app
+
+
+def _need_app(ctx: click.Context, command: str) -> None:
+    # Without the definitions, every unfinished run would look parked on a missing version.
+    if not ctx.obj["app"]:
+        raise click.UsageError(f"{command} needs --app module:attribute (the workflows)")
 
 
 def _refusals(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -154,6 +164,9 @@ def purge(ctx: click.Context, older_than: str) -> None:
 @click.option("--poll-interval", type=float, default=1.0, help="Longest idle sleep, in seconds.")
 @click.option("--name", default=None, help="Owner id prefix of this worker's claims.")
 @click.option("--metrics-port", type=int, default=None, help="Serve /metrics on this port.")
+@click.option(
+    "--metrics-host", default="127.0.0.1", help="Address for /metrics (0.0.0.0: all interfaces)."
+)
 @click.option("--max-idle", type=float, default=None, help="Stop after this many idle seconds.")
 @click.option("--app", "app", default=None, help="module:attribute holding the host's workflows.")
 @click.option("--db", "db", default=None, help="Database URL.")
@@ -170,6 +183,7 @@ def worker(
     poll_interval: float,
     name: str | None,
     metrics_port: int | None,
+    metrics_host: str,
     max_idle: float | None,
 ) -> None:
     """Run steps of the queues until SIGINT/SIGTERM (or idle for --max-idle seconds)."""
@@ -187,7 +201,11 @@ def worker(
             poll_interval=poll_interval,
             name=name,
         )
-        server = None if metrics_port is None else sm.serve_metrics(mesh, port=metrics_port)
+        server = (
+            None
+            if metrics_port is None
+            else sm.serve_metrics(mesh, port=metrics_port, host=metrics_host)
+        )
         try:
             if max_idle is None:
                 w.run()
@@ -284,7 +302,8 @@ def show(ctx: click.Context, run_id: str, history: bool, as_json: bool) -> None:
 @click.pass_context
 @_refusals
 def explain(ctx: click.Context, run_id: str, as_json: bool) -> None:
-    """Why the run is where it is, and what to do next."""
+    """Why the run is where it is, and what to do next (needs --app)."""
+    _need_app(ctx, "runs explain")
     with _mesh(ctx) as mesh:
         why = mesh.explain_run(run_id)
     if as_json:
@@ -300,7 +319,8 @@ def explain(ctx: click.Context, run_id: str, as_json: bool) -> None:
 @click.pass_context
 @_refusals
 def graph(ctx: click.Context, run_id: str, fmt: str) -> None:
-    """The run's graph as Graphviz DOT, Mermaid or JSON."""
+    """The run's graph as Graphviz DOT, Mermaid or JSON (needs --app)."""
+    _need_app(ctx, "runs graph")
     with _mesh(ctx) as mesh:
         drawn = mesh.run_graph(run_id)
     if fmt == "json":

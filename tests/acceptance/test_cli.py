@@ -94,4 +94,10 @@ def test_refusals_exit_1_and_usage_errors_exit_2(db_url: str) -> None:
         assert bad.stderr.startswith("error: ") and bad.stderr.count("\n") == 1, bad.stderr
     no_db = cli(None, "runs", "list")
     assert no_db.returncode == 2 and "--db" in no_db.stderr and no_db.stderr.count("\n") == 1
+    for command in ("explain", "graph"):
+        bare = subprocess.run(
+            [sys.executable, "-m", "squid_mesh.cli", "--db", db_url, "runs", command, run.id],
+            cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert bare.returncode == 2 and "needs --app" in bare.stderr, bare.stderr
     assert "Usage" in cli(None, "--help").stdout

@@ -2,7 +2,7 @@
 
 ``--runs N`` runs are started at a steady pace over ``--duration S`` seconds while ``--workers K``
 worker processes (``squid-mesh worker``, two lanes each) execute them: payments (most succeed,
-some only after retries), refunds that are approved, reminders that are cancelled in their wait,
+some only after retries), refunds that are approved, reminders that are cancelled right after they start,
 ledger postings that are replayed once done, and one cron slot per hundred runs. At the end every
 run must have reached the end its kind expects, and ``verify()`` must find no journal that
 refolds to something else than its projection. Figures: runs/s, steps/s, start-to-finish
