@@ -89,6 +89,25 @@ def napper() -> sm.Workflow:
     return wf
 
 
+def zombie() -> sm.Workflow:
+    """One step on queue ``zombie``: writes ``<dir>/<run>.began.<pid>``, then, while
+    ``<dir>/hold.<pid>`` exists, waits; writes ``<dir>/<run>.returned.<pid>`` as it returns."""
+    wf = sm.Workflow("acc_zombie", version="1", queue="zombie")
+
+    @wf.step()
+    def work(input: dict[str, Any], ctx: sm.StepContext) -> dict[str, Any]:
+        folder, pid = Path(input["dir"]), os.getpid()
+        (folder / f"{ctx.run_id}.began.{pid}").touch()
+        hold, deadline = folder / f"hold.{pid}", time.monotonic() + HOLD_LIMIT
+        while hold.exists() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        (folder / f"{ctx.run_id}.returned.{pid}").touch()
+        return {"by": pid}
+
+    wf.transition("work", to=sm.COMPLETE)
+    return wf
+
+
 def contended() -> sm.Workflow:
     """One step that returns ``{"by": <worker tag>}``.
 
@@ -283,6 +302,7 @@ def all_workflows() -> list[sm.Workflow]:
         three_steps(),
         sleepy(),
         napper(),
+        zombie(),
         contended(),
         flaky(),
         join(),
