@@ -564,6 +564,7 @@ def connect(
     tracer_provider: Any = None,
     meter_provider: Any = None,
     max_connections: int | None = None,
+    max_payload_bytes: int = 1_048_576,
 ) -> Mesh:
     """Open a store and register workflows (each is validated now).
 
@@ -578,12 +579,20 @@ def connect(
         tracer_provider: the OpenTelemetry tracer provider for spans (the global one by
             default); used only when ``opentelemetry-api`` is installed (``squid-mesh[otel]``).
         meter_provider: the same for metrics.
+        max_payload_bytes: the largest start payload accepted, as JSON (1 MiB by default); a
+            larger one raises :class:`~squid_mesh.PayloadError` and writes nothing.
         max_connections: PostgreSQL pool size (4 by default; a Worker needs about one per
             concurrent step plus two). Ignored by SQLite.
 
     Example:
         >>> mesh = sm.connect("sqlite:///app.db", workflows=[wf])  # doctest: +SKIP
     """
+    if (
+        isinstance(max_payload_bytes, bool)
+        or not isinstance(max_payload_bytes, int)
+        or max_payload_bytes < 1
+    ):
+        raise InvalidOptionError("max_payload_bytes", "expected a positive number of bytes")
     definitions = []
     for wf in workflows:
         if not isinstance(wf, Workflow):
@@ -597,6 +606,7 @@ def connect(
             clock=clock or time.time,
             entropy=entropy or SystemEntropy(),
             telemetry=Telemetry(tracer_provider=tracer_provider, meter_provider=meter_provider),
+            max_payload_bytes=max_payload_bytes,
         )
         mesh = Mesh(engine, strict_versions=_flag("strict_versions", strict_versions))
         mesh._check_definitions()

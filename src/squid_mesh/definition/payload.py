@@ -112,6 +112,8 @@ class PayloadSchema:
                 problems[key] = "unknown field"
         try:
             value = model.model_validate(dict(payload))
+        except RecursionError:
+            raise PayloadError(self._workflow, {"<payload>": "is nested too deeply"}) from None
         except pydantic.ValidationError as exc:
             for error in exc.errors(include_url=False, include_input=False):
                 name = ".".join(str(part) for part in error["loc"]) or "<payload>"
@@ -131,3 +133,5 @@ def _json_object(workflow: str, payload: Mapping[str, Any]) -> dict[str, Any]:
         return dict(json.loads(json.dumps(payload, allow_nan=False)))
     except (TypeError, ValueError) as exc:
         raise PayloadError(workflow, {"<payload>": f"must be JSON-serialisable ({exc})"}) from None
+    except RecursionError:
+        raise PayloadError(workflow, {"<payload>": "is nested too deeply"}) from None

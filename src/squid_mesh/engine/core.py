@@ -21,6 +21,7 @@ from squid_mesh.engine.entropy import Clock, Entropy, token_hash
 from squid_mesh.engine.invoke import run_step
 from squid_mesh.engine.options import (
     check_metadata,
+    check_payload_size,
     check_priority,
     check_queue,
     check_run_id,
@@ -155,8 +156,10 @@ class Engine:
         clock: Clock,
         entropy: Entropy,
         telemetry: Telemetry | None = None,
+        max_payload_bytes: int = 1_048_576,
     ) -> None:
         self.store = store
+        self.max_payload_bytes = max_payload_bytes
         self.clock = clock
         self.entropy = entropy
         self.telemetry = telemetry or Telemetry()
@@ -285,6 +288,7 @@ class Engine:
         rid = self.entropy.run_id() if run_id is None else check_run_id(run_id)
         rank = 0 if priority is None else check_priority(priority)
         clean = d.payload.validate({} if payload is None else payload)
+        check_payload_size(d.name, clean, self.max_payload_bytes)
         digest = payload_hash(clean)
         with self.telemetry.command("start", workflow=d.name, queue=lane):
             state = self._start(

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from squid_mesh.errors import InvalidOptionError, redact
+from squid_mesh.errors import InvalidOptionError, PayloadError, redact
 
 _MAX_METADATA = 16_000
 
@@ -29,6 +29,19 @@ def check_priority(priority: object) -> int:
     if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > 1_000_000:
         raise InvalidOptionError("priority", "expected an integer from -1000000 to 1000000")
     return priority
+
+
+def check_payload_size(workflow: str, payload: dict[str, Any], limit: int) -> None:
+    """Refuse a payload whose JSON is larger than ``limit`` bytes (:class:`PayloadError`)."""
+    size = len(json.dumps(payload, separators=(",", ":")).encode())
+    if size > limit:
+        raise PayloadError(
+            workflow,
+            {
+                "<payload>": f"is {size} bytes of JSON, more than the limit of {limit} "
+                "(connect(max_payload_bytes=...)); store large data elsewhere and pass a reference"
+            },
+        )
 
 
 def payload_hash(payload: dict[str, Any]) -> str:
