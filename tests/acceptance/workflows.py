@@ -108,6 +108,20 @@ def zombie() -> sm.Workflow:
     return wf
 
 
+def beat() -> sm.Workflow:
+    """One step on queue ``beat`` that heartbeats twice (for the heartbeat crash point)."""
+    wf = sm.Workflow("acc_beat", version="1", queue="beat")
+
+    @wf.step()
+    def pulse(input: dict[str, Any], ctx: sm.StepContext) -> dict[str, Any]:
+        ctx.heartbeat()
+        ctx.heartbeat()
+        return {"beats": 2}
+
+    wf.transition("pulse", to=sm.COMPLETE)
+    return wf
+
+
 def contended() -> sm.Workflow:
     """One step that returns ``{"by": <worker tag>}``.
 
@@ -303,6 +317,7 @@ def all_workflows() -> list[sm.Workflow]:
         sleepy(),
         napper(),
         zombie(),
+        beat(),
         contended(),
         flaky(),
         join(),

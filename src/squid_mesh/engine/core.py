@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from squid_mesh.definition.schedule import due_slots
 from squid_mesh.definition.triggers import Cron
 from squid_mesh.definition.workflow import COMPENSATION, Definition, Step
+from squid_mesh.engine import crashpoints as crash
 from squid_mesh.engine import planner
 from squid_mesh.engine.builtins import run_builtin
 from squid_mesh.engine.context import StepContext
@@ -109,6 +110,18 @@ def _runnable_step(d: Definition, name: str) -> Step | None:
         kind="task",
         output=None,
     )
+
+
+def _record_crash_points(execution: Execution, entries: Sequence[f.Entry]) -> None:
+    """The crash points of a record's write, before it commits (fault-injection tests)."""
+    crash.reached("record.before_commit")
+    if execution.outcome == "retry_scheduled":
+        crash.reached("retry.before_commit")
+    compensating = execution.step.endswith(COMPENSATION) or any(
+        isinstance(e.fact, f.CompensationStarted) for e in entries
+    )
+    if compensating:
+        crash.reached("compensation.before_commit")
 
 
 def _gave_up(before: RunState, after: RunState) -> bool:
@@ -306,6 +319,8 @@ class Engine:
                 context,
                 rank,
             )
+        if crash.ARMED:
+            crash.reached("start.after_commit")
         self._wake(lane)
         return state
 
@@ -354,6 +369,8 @@ class Engine:
                     return self._same_start(
                         tx, existing, d, idempotency_key, digest, "idempotency_key", receipt
                     )
+            if crash.ARMED:
+                crash.reached("start.before_commit")
             if tx.insert_run(state, entries):
                 return state
             if idempotency_key is not None:
@@ -508,6 +525,8 @@ class Engine:
 
         due = due_slots(trigger, after=self.transact(last_slot), until=now)
         started = [self._start_slot(d, trigger, slot, now) for slot in due]
+        if due and crash.ARMED:
+            crash.reached("cron.after_start")
         if due:
 
             def advance(tx: Tx) -> None:
@@ -644,6 +663,7 @@ class Engine:
                 comment=reason,
             )
             after = self._write(tx, state, [receipt, f.RunCancelled(reason)], now)
+            crash.reached("cancel.before_commit")  # not a hot path: no ARMED test needed
             ended.append(rid)
             if cascade:
                 self._cancel_children(tx, rid, reason, actor, now, ended)
@@ -782,6 +802,8 @@ class Engine:
             self._busy.discard(slot)
             return None
         self._busy.add(slot)
+        if crash.ARMED:
+            crash.reached("claim.after_commit")
         if on_claim is not None:
             on_claim(claim)
         state, attempt = claim.state, claim.attempt
@@ -796,6 +818,8 @@ class Engine:
             waited=waited,
         ) as scope:
             execution, held = self._run_claim(claim, lease, now, prefetch, queue)
+            if crash.ARMED:
+                crash.reached("record.after_commit")
             self.telemetry.attempt_done(scope, execution.outcome, execution.error)
         if held is not None:
             self._held[slot] = held
@@ -839,6 +863,8 @@ class Engine:
                 if step.kind == "task"
                 else run_builtin(step, ctx)
             )
+            if crash.ARMED:
+                crash.reached("step.after_side_effect")
         return self._finish(
             claim,
             result,
@@ -1030,6 +1056,8 @@ class Engine:
         claim_hash = token_hash(self.entropy.token())
         claimed = f.AttemptClaimed(key, owner_id, claim_hash, at + lease)
         after = self._write(tx, state, [claimed], at)
+        if crash.ARMED and state.attempts[key].claims > 0:
+            crash.reached("reclaim.before_commit")
         return Claim(after, after.attempts[key], claim_hash, owner_id, lease)
 
     def _finish(
@@ -1113,6 +1141,8 @@ class Engine:
             if entries:
                 tx.save(state, after, entries)
                 self._after_save(tx, state, after, done_at)
+                if crash.ARMED:
+                    _record_crash_points(execution, entries)
             # A worker whose claim was taken from it (released at shutdown, or taken over) is
             # not one to hand more work to.
             if prefetch and held is None and execution.outcome != "lease_lost":
@@ -1168,6 +1198,8 @@ class Engine:
             wakes = after.parent is not None and after.status.terminal
             wakes = wakes or _gave_up(claim.state, after)
             if entries and (held is not None or not prefetch) and not wakes:
+                if crash.ARMED:
+                    _record_crash_points(execution, entries)
                 # The whole write is one statement: no BEGIN/COMMIT round trips for it.
                 with self.store.single_write() as tx:
                     tx.save(claim.state, after, entries)
@@ -1243,6 +1275,8 @@ class Engine:
             if current.status is AttemptStatus.CANCELLED:
                 return "cancelled"  # the run is undoing a failure: this branch must stop
             self._write(tx, state, [f.AttemptHeartbeat(key, beat_at + lease)], beat_at)
+            if crash.ARMED:
+                crash.reached("heartbeat.before_commit")
             return None
 
         return self.transact(write)
