@@ -64,8 +64,8 @@ class Workers:
             "--queue", "invites", "--concurrency", "2", "--lease", LEASE,
             "--poll-interval", "0.2", "--name", f"resilience-{self.count}",
         ]  # fmt: skip
-        log = (self.logs / f"worker-{self.count}.log").open("wb")
-        return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        with (self.logs / f"worker-{self.count}.log").open("wb") as log:
+            return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def kill9(proc: subprocess.Popen[bytes], state: str, evidence: str) -> Kill:

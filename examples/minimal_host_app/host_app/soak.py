@@ -58,15 +58,15 @@ def _workers(url: str, k: int) -> list[subprocess.Popen[bytes]]:
         "--concurrency", "2", "--poll-interval", "0.2",
     ]  # fmt: skip
     logs = Path(tempfile.mkdtemp(prefix="host-app-soak-"))
-    return [
-        subprocess.Popen(
-            [*cmd, "--name", f"soak-{n}"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=(logs / f"worker-{n}.log").open("wb"),
-        )
-        for n in range(k)
-    ]
+    procs = []
+    for n in range(k):
+        with (logs / f"worker-{n}.log").open("wb") as log:
+            procs.append(
+                subprocess.Popen(
+                    [*cmd, "--name", f"soak-{n}"], env=env, stdout=subprocess.DEVNULL, stderr=log
+                )
+            )
+    return procs
 
 
 def percentile(values: list[float], fraction: float) -> float:
