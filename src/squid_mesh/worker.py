@@ -120,7 +120,6 @@ class Worker:
         self._hurry = threading.Event()
         self._handoffs: queue_mod.SimpleQueue[object] = queue_mod.SimpleQueue()
         self._idle = concurrency
-        self._offered = 0
         # Claims taken, and whether the last hand-off came back without one (see _dispatch).
         self._claims = 0
         self._fruitless = False
@@ -281,8 +280,6 @@ class Worker:
         while True:
             if self._handoffs.get() is _STOP:
                 break
-            with self._lock:
-                self._offered -= 1
             ran = 0
             try:
                 while not self._stopping.is_set() and self._step(owner):
@@ -366,7 +363,6 @@ class Worker:
                         continue
                     with self._lock:
                         self._idle -= 1
-                        self._offered += 1
                     self._handoffs.put(True)
                     # Until that lane reports (claimed, or found nothing), do not offer the same
                     # attempt to a second lane.

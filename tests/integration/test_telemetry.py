@@ -45,6 +45,14 @@ def family() -> list[sm.Workflow]:
     return [parent, child]
 
 
+def traced() -> tuple[TracerProvider, InMemorySpanExporter]:
+    """A tracer provider whose finished spans the returned exporter holds."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
+
+
 def drain(mesh: sm.Mesh) -> int:
     n = 0
     while mesh.execute_next(owner_id="w") is not None:
@@ -63,9 +71,7 @@ def attribute_values(spans: list[ReadableSpan]) -> list[str]:
 def test_one_span_per_attempt_under_the_start_span_children_included(
     make_mesh: MeshFactory,
 ) -> None:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider, exporter = traced()
     mesh = make_mesh(family(), tracer_provider=provider)
     host = provider.get_tracer("host")
     with host.start_as_current_span("POST /signup") as request:
@@ -94,9 +100,7 @@ def test_one_span_per_attempt_under_the_start_span_children_included(
 
 
 def test_commands_have_spans_and_a_failed_attempt_is_marked(make_mesh: MeshFactory) -> None:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider, exporter = traced()
     wf = sm.Workflow("boom")
 
     @wf.step()
@@ -201,9 +205,7 @@ def test_log_records_carry_the_run_metadata(
 def test_a_child_started_by_an_async_step_on_a_worker_joins_the_trace(
     make_mesh: MeshFactory,
 ) -> None:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider, exporter = traced()
     child = sm.Workflow("achild")
 
     @child.step()

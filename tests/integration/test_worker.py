@@ -25,6 +25,24 @@ def completed(mesh: sm.Mesh, *ids: str) -> Callable[[], bool]:
     return lambda: all(mesh.inspect_run(i).status == sm.RunStatus.COMPLETED for i in ids)
 
 
+class Peak:
+    """Counts steps inside at once; each waits until ``together`` of them are in (a barrier)."""
+
+    def __init__(self, together: int) -> None:
+        self.barrier = threading.Barrier(together, timeout=30)
+        self.lock = threading.Lock()
+        self.now = self.most = 0
+
+    def run(self) -> None:
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        self.barrier.wait()
+        time.sleep(0.05)
+        with self.lock:
+            self.now -= 1
+
+
 @pytest.fixture
 def workers() -> Iterator[list[sm.Worker]]:
     started: list[sm.Worker] = []
@@ -44,18 +62,10 @@ def test_concurrency_8_runs_8_slow_steps_at_once(
     make_mesh: MeshFactory, workers: list[sm.Worker]
 ) -> None:
     # Each step waits until all 8 are inside at the same moment: only 8 at once can pass.
-    together = threading.Barrier(8, timeout=30)
-    peak = [0, 0]
-    lock = threading.Lock()
+    peak = Peak(together=8)
 
     def slow(input: dict, ctx: sm.StepContext) -> dict:
-        with lock:
-            peak[0] += 1
-            peak[1] = max(peak)
-        together.wait()
-        time.sleep(0.05)
-        with lock:
-            peak[0] -= 1
+        peak.run()
         return {"ok": True}
 
     mesh = make_mesh(
@@ -68,7 +78,7 @@ def test_concurrency_8_runs_8_slow_steps_at_once(
     worker.start()
     ids = [mesh.start("slow", {}).id for _ in range(16)]
     wait_for(completed(mesh, *ids), what="16 runs")
-    assert peak[1] == 8
+    assert peak.most == 8
     assert worker.executed == 16
 
 
@@ -226,18 +236,10 @@ def test_the_worker_ticks_cron_and_runs_what_it_starts(
 def test_a_limited_queue_never_exceeds_its_concurrency_with_more_lanes(
     make_mesh: MeshFactory, workers: list[sm.Worker]
 ) -> None:
-    together = threading.Barrier(2, timeout=30)
-    peak = [0, 0]
-    lock = threading.Lock()
+    peak = Peak(together=2)  # two do run together...
 
     def paired(input: dict, ctx: sm.StepContext) -> dict:
-        with lock:
-            peak[0] += 1
-            peak[1] = max(peak)
-        together.wait()  # two do run together...
-        time.sleep(0.05)
-        with lock:
-            peak[0] -= 1
+        peak.run()
         return {}
 
     wf = sm.Workflow("pay", queue="payments")
@@ -250,7 +252,7 @@ def test_a_limited_queue_never_exceeds_its_concurrency_with_more_lanes(
     worker.start()
     ids = [mesh.start("pay", {}).id for _ in range(8)]
     wait_for(completed(mesh, *ids), what="8 runs")
-    assert peak[1] == 2  # ...and never three
+    assert peak.most == 2  # ...and never three
 
 
 @pytest.mark.parametrize(
