@@ -1,0 +1,305 @@
+"""Seeded simulation: one thread, a fake clock, the real engine and store, injected faults.
+
+Several simulated worker processes share one store. At random points a process crashes (its mesh
+and everything in memory are dropped; a new one takes its place), a commit is ambiguous (it
+happened, and the caller gets an error), or a store call fails before it writes (transient). Then
+faults stop, everything is drained, and the invariants are checked. Every decision comes from
+``random.Random(seed)``, so a failing seed replays exactly:
+
+    python -m tests.support.simulation --seed 1234 [--ops 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import random
+import sqlite3
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import squid_mesh as sm
+from squid_mesh.engine.core import Engine
+from squid_mesh.store import open_store
+from squid_mesh.store.base import Store
+from tests.support.clock import FakeClock
+
+LEASE = 5.0
+
+
+class Faulty:
+    """A Store that fails on purpose: before a write (transient) or after its commit (ambiguous)."""
+
+    def __init__(self, inner: Store, rng: random.Random, rate: float) -> None:
+        self._inner = inner
+        self._rng = rng
+        self.rate = rate
+        self.backend = inner.backend
+        self.decides_on_cached_state = inner.decides_on_cached_state
+        self.injected: Counter[str] = Counter()
+
+    def _roll(self) -> str | None:
+        if self.rate and self._rng.random() < self.rate:
+            return self._rng.choice(["transient", "ambiguous"])
+        return None
+
+    @contextmanager
+    def _faulty(self, begin: Any) -> Iterator[Any]:
+        fault = self._roll()
+        if fault == "transient":
+            self.injected["transient"] += 1
+            raise sm.StoreError("simulated: connection lost before the write")
+        with begin() as tx:
+            yield tx
+        if fault == "ambiguous":
+            self.injected["ambiguous"] += 1
+            raise sm.StoreError("simulated: connection lost after the commit")
+
+    def transaction(self) -> Any:
+        return self._faulty(self._inner.transaction)
+
+    def single_write(self) -> Any:
+        return self._faulty(self._inner.single_write)
+
+    def read_transaction(self) -> Any:
+        return self._inner.read_transaction()
+
+    def might_have_due(self, *args: Any) -> bool:
+        return self._inner.might_have_due(*args)
+
+    def next_due(self, *args: Any) -> float | None:
+        return self._inner.next_due(*args)
+
+    def listen(self) -> None:
+        return None
+
+    def migrate(self) -> list[str]:
+        return self._inner.migrate()
+
+    def describe(self) -> str:
+        return self._inner.describe()
+
+    def close(self) -> None:
+        pass  # the shared store outlives every simulated process
+
+
+@dataclass
+class World:
+    """What steps call back into while they run: the simulation's other processes.
+
+    ``interleave`` runs a few operations of other processes (and moves the clock) in the middle of
+    a step, as real concurrency would: a claim can expire and be taken over before its step ends.
+    """
+
+    interleave: Callable[[], None] = lambda: None
+
+
+def workflows(world: World) -> list[sm.Workflow]:
+    three = sm.Workflow("sim_three", version="1")
+
+    @three.step()
+    def a(input: dict[str, Any], ctx: sm.StepContext) -> dict[str, Any]:
+        world.interleave()
+        return {"a": 1}
+
+    @three.step(transactional=True)
+    def count(input: dict[str, Any], ctx: sm.StepContext) -> dict[str, Any]:
+        ctx.db.execute("UPDATE sim_counter SET n = n + 1")
+        return {"counted": True}
+
+    @three.step()
+    def c(input: dict[str, Any], ctx: sm.StepContext) -> dict[str, Any]:
+        return {"c": 1}
+
+    three.transition("a", to="count")
+    three.transition("count", to="c")
+    three.transition("c", to=sm.COMPLETE)
+
+    flaky = sm.Workflow("sim_flaky", version="1")
+
+    @flaky.step(retry=sm.RetryPolicy(max_attempts=3, backoff=sm.Backoff.fixed(2.0)))
+    def wobble(input: dict[str, Any], ctx: sm.StepContext) -> dict[str, Any]:
+        world.interleave()
+        if ctx.attempt < 3:
+            raise RuntimeError("not yet")
+        return {"ok": True}
+
+    flaky.transition("wobble", to=sm.COMPLETE)
+
+    saga = sm.Workflow("sim_saga", version="1")
+
+    @saga.step(compensate=lambda input, ctx: {"undone": True})
+    def reserve(input: dict[str, Any], ctx: sm.StepContext) -> dict[str, Any]:
+        world.interleave()
+        return {"r": 1}
+
+    @saga.step()
+    def capture(input: dict[str, Any], ctx: sm.StepContext) -> dict[str, Any]:
+        raise sm.Fail("declined", code="declined")
+
+    saga.transition("reserve", to="capture")
+    saga.transition("capture", to=sm.COMPLETE)
+    return [three, flaky, saga]
+
+
+@dataclass
+class Outcome:
+    seed: int
+    ops: int
+    simulated_seconds: float
+    crashes: int
+    injected: Counter[str]
+    runs: int
+    problems: list[str]
+
+
+class Simulation:
+    """One seed's world: the shared store, the simulated processes, the fake clock."""
+
+    def __init__(self, seed: int, processes: int, fault_rate: float) -> None:
+        self.rng = random.Random(seed)
+        self.fault_rate = fault_rate
+        folder = Path(tempfile.mkdtemp(prefix=f"sim-{seed}-"))
+        self.clock = FakeClock()
+        self.store = open_store(f"sqlite:///{folder / 'sim.db'}")
+        self.store.migrate()
+        self.host = sqlite3.connect(folder / "sim.db", isolation_level=None)
+        self.host.execute("CREATE TABLE sim_counter (n INTEGER NOT NULL)")
+        self.host.execute("INSERT INTO sim_counter VALUES (0)")
+        self.world = World()
+        self.depth = 0
+        self.defs = [wf.definition() for wf in workflows(self.world)]
+        self.injected: Counter[str] = Counter()
+        self.simulated = 0.0
+        self.crashes = 0
+        self.keys: list[str] = []
+        self.ops = 300
+        self.procs = [self.boot() for _ in range(processes)]
+        self.world.interleave = self.interleave
+
+    def interleave(self) -> None:
+        """Inside a running step: up to three operations by any process (one level deep)."""
+        if self.depth or self.fault_rate == 0.0:
+            return
+        self.depth += 1
+        try:
+            if self.rng.random() < 0.25:
+                # This step outlives its lease, and another process takes the attempt over.
+                self.advance(LEASE + 1)
+                mesh = self.rng.choice(self.procs)[0]
+                with contextlib.suppress(sm.StoreError):
+                    mesh.execute_next(owner_id="taker", lease=LEASE)
+            for _ in range(self.rng.randrange(4)):
+                self.step(self.ops)
+        finally:
+            self.depth -= 1
+
+    def boot(self) -> tuple[sm.Mesh, Faulty]:
+        """A new process: its own mesh, engine and in-memory state over the shared store."""
+        faulty = Faulty(self.store, random.Random(self.rng.random()), self.fault_rate)
+        entropy = sm.SeededEntropy(self.rng.randrange(2**32))
+        engine = Engine(faulty, self.defs, clock=self.clock, entropy=entropy)  # type: ignore[arg-type]
+        return sm.Mesh(engine), faulty
+
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+        self.simulated += seconds
+
+    def step(self, ops: int) -> None:
+        """One random operation by a random process."""
+        self.ops = ops
+        i = self.rng.randrange(len(self.procs))
+        mesh, faulty = self.procs[i]
+        roll = self.rng.random()
+        try:
+            if roll < 0.25:
+                name = self.rng.choice(["sim_three", "sim_three", "sim_flaky", "sim_saga"])
+                key = f"{name}:k{self.rng.randrange(ops)}"  # repeats on purpose: idempotent starts
+                self.keys.append(key)  # first: an ambiguous start may exist anyway
+                mesh.start(name, {}, idempotency_key=key)
+            elif roll < 0.75:
+                mesh.execute_next(owner_id=f"p{i}", lease=LEASE, prefetch=self.rng.random() < 0.5)
+            elif roll < 0.80:
+                runs = mesh.list_runs(status="running", limit=20).runs
+                if runs:
+                    mesh.cancel(self.rng.choice(runs).id, reason="sim")
+            elif roll < 0.95:
+                self.advance(self.rng.choice([0.1, 1.0, 3.0, LEASE + 1]))
+            else:
+                self.injected.update(faulty.injected)
+                self.procs[i] = self.boot()  # a crash: this process's memory is gone
+                self.crashes += 1
+        except (sm.StoreError, sm.RunFinishedError):
+            pass  # injected (the write may or may not have happened), or a cancel that lost a race
+
+    def drain(self) -> sm.Mesh:
+        """Faults stop: fresh processes run everything left, past every lease and backoff."""
+        for _, faulty in self.procs:
+            self.injected.update(faulty.injected)
+        self.fault_rate = 0.0
+        finals = [self.boot()[0] for _ in self.procs]
+        for _ in range(200):
+            if any(m.execute_next(owner_id="drain", lease=LEASE) for m in finals):
+                continue
+            if all(r.status.terminal for r in finals[0].list_runs(limit=1000).runs):
+                break
+            self.advance(LEASE + 1)
+        return finals[0]
+
+
+def simulate(seed: int, ops: int = 300, processes: int = 3, fault_rate: float = 0.08) -> Outcome:
+    """One seeded simulation; ``problems`` lists every invariant it found broken."""
+    sim = Simulation(seed, processes, fault_rate)
+    for _ in range(ops):
+        sim.step(ops)
+    problems = check(sim.drain(), sim.host, sim.keys)
+    sim.host.close()
+    sim.store.close()
+    return Outcome(
+        seed, ops, sim.simulated, sim.crashes, sim.injected, len(set(sim.keys)), problems
+    )
+
+
+def check(mesh: sm.Mesh, host: sqlite3.Connection, keys: list[str]) -> list[str]:
+    problems: list[str] = []
+    runs = mesh.list_runs(limit=1000).runs
+    if any(not r.status.terminal for r in runs):
+        problems.append(f"I1: runs not ended: {[r.id for r in runs if not r.status.terminal]}")
+    counted = 0
+    for r in runs:
+        snap = mesh.inspect_run(r.id)
+        for step in snap.steps:
+            done = [a for a in step.attempts if a.status == sm.AttemptStatus.COMPLETED]
+            if len(done) > 1:
+                problems.append(f"I2: {r.id} {step.name} completed {len(done)} times")
+            if step.name == "count":
+                counted += len(done)
+            if r.workflow == "sim_flaky" and len(step.attempts) > 3:
+                problems.append(f"I6: {r.id} has {len(step.attempts)} attempts")
+    n = host.execute("SELECT n FROM sim_counter").fetchone()[0]
+    if n != counted:
+        problems.append(f"I3: counter {n}, completed count steps {counted}")
+    # I8: each key names one run (ambiguous starts were repeated with the same key).
+    if len(runs) > len(set(keys)):
+        problems.append(f"I8: {len(runs)} runs for {len(set(keys))} keys")
+    problems.extend(f"I5: {p}" for p in mesh.verify())
+    return problems
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.support.simulation")
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--ops", type=int, default=300)
+    args = parser.parse_args()
+    out = simulate(args.seed, args.ops)
+    print(out)
+    raise SystemExit(1 if out.problems else 0)
+
+
+if __name__ == "__main__":
+    main()
