@@ -4,8 +4,9 @@
 
 Runs of three steps (the second transactional: it adds one to a host counter) and some that
 always fail are started up front; worker processes (``squid-mesh worker``, two lanes, lease 1 s)
-drain them while a random worker is killed with SIGKILL and restarted every 1-4 s, some runs are
-cancelled, and, on PostgreSQL, the server is stopped with ``pg_ctl stop -m immediate`` every
+drain them while a random worker is killed with SIGKILL and restarted every 1-4 s, 10 % of the
+workers' writes fail on purpose (half before the write, half after the commit: ambiguous), some runs
+are cancelled, and, on PostgreSQL, the server is stopped with ``pg_ctl stop -m immediate`` every
 10-20 s and kept down 0-2 s. PostgreSQL runs as a private cluster this script starts itself
 (initdb in a temporary directory, its own port): the machine's shared server is never touched.
 On SQLite, four worker processes compete for the write lock, and no "database is locked" may reach
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import squid_mesh as sm
+from squid_mesh.store import faults
 
 ROOT = Path(__file__).resolve().parents[1]
 LEASE = 1.0
@@ -145,6 +147,8 @@ class Workers:
         env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+            # 5 % of the workers' writes fail before the write, 5 % after the commit.
+            faults.SETTING: f"0.1:{self.started}",
         }
         cmd = [
             sys.executable, "-m", "squid_mesh.cli", "worker", "--db", self.url,
@@ -283,6 +287,8 @@ def run_storm(store: str, runs: int, seed: int = 1, limit: float = 600.0) -> Fig
         # No "database is locked" (or any other store error) may reach a worker's log.
         logs = "".join(f.read_text(errors="replace") for f in folder.glob("worker-*.log"))
         figures["locked_errors"] = float(logs.count("database is locked"))
+        # The injected faults the workers logged (those their retries absorbed leave no line).
+        figures["logged_injected_faults"] = float(logs.count("injected fault"))
         return figures
     finally:
         if cluster is not None:

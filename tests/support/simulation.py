@@ -17,8 +17,7 @@ import random
 import sqlite3
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,66 +25,10 @@ from typing import Any
 import squid_mesh as sm
 from squid_mesh.engine.core import Engine
 from squid_mesh.store import open_store
-from squid_mesh.store.base import Store
+from squid_mesh.store.faults import FaultyStore
 from tests.support.clock import FakeClock
 
 LEASE = 5.0
-
-
-class Faulty:
-    """A Store that fails on purpose: before a write (transient) or after its commit (ambiguous)."""
-
-    def __init__(self, inner: Store, rng: random.Random, rate: float) -> None:
-        self._inner = inner
-        self._rng = rng
-        self.rate = rate
-        self.backend = inner.backend
-        self.decides_on_cached_state = inner.decides_on_cached_state
-        self.injected: Counter[str] = Counter()
-
-    def _roll(self) -> str | None:
-        if self.rate and self._rng.random() < self.rate:
-            return self._rng.choice(["transient", "ambiguous"])
-        return None
-
-    @contextmanager
-    def _faulty(self, begin: Any) -> Iterator[Any]:
-        fault = self._roll()
-        if fault == "transient":
-            self.injected["transient"] += 1
-            raise sm.StoreError("simulated: connection lost before the write")
-        with begin() as tx:
-            yield tx
-        if fault == "ambiguous":
-            self.injected["ambiguous"] += 1
-            raise sm.StoreError("simulated: connection lost after the commit")
-
-    def transaction(self) -> Any:
-        return self._faulty(self._inner.transaction)
-
-    def single_write(self) -> Any:
-        return self._faulty(self._inner.single_write)
-
-    def read_transaction(self) -> Any:
-        return self._inner.read_transaction()
-
-    def might_have_due(self, *args: Any) -> bool:
-        return self._inner.might_have_due(*args)
-
-    def next_due(self, *args: Any) -> float | None:
-        return self._inner.next_due(*args)
-
-    def listen(self) -> None:
-        return None
-
-    def migrate(self) -> list[str]:
-        return self._inner.migrate()
-
-    def describe(self) -> str:
-        return self._inner.describe()
-
-    def close(self) -> None:
-        pass  # the shared store outlives every simulated process
 
 
 @dataclass
@@ -199,9 +142,11 @@ class Simulation:
         finally:
             self.depth -= 1
 
-    def boot(self) -> tuple[sm.Mesh, Faulty]:
+    def boot(self) -> tuple[sm.Mesh, FaultyStore]:
         """A new process: its own mesh, engine and in-memory state over the shared store."""
-        faulty = Faulty(self.store, random.Random(self.rng.random()), self.fault_rate)
+        faulty = FaultyStore(
+            self.store, random.Random(self.rng.random()), self.fault_rate, owns=False
+        )
         entropy = sm.SeededEntropy(self.rng.randrange(2**32))
         engine = Engine(faulty, self.defs, clock=self.clock, entropy=entropy)  # type: ignore[arg-type]
         return sm.Mesh(engine), faulty

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from squid_mesh.errors import InvalidOptionError
+from squid_mesh.store import faults
 from squid_mesh.store.base import Conflict, Store, Tx
 
 __all__ = ["Conflict", "Store", "Tx", "open_store"]
@@ -30,11 +31,11 @@ def open_store(url: str, *, max_connections: int | None = None) -> Store:
             )
         from squid_mesh.store.sqlite import SqliteStore
 
-        return SqliteStore(path[1:])
+        return faults.from_environment(SqliteStore(path[1:]))
     if url.startswith(("postgresql://", "postgres://")):
         from squid_mesh.store.postgres import PostgresStore
 
-        return PostgresStore(url, max_connections=max_connections or 4)
+        return faults.from_environment(PostgresStore(url, max_connections=max_connections or 4))
     scheme = url.split(":", 1)[0] if ":" in url else "<none>"
     raise InvalidOptionError(
         "url", f"unsupported scheme {scheme!r}; use sqlite:/// or postgresql://"
