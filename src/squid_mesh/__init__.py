@@ -51,7 +51,7 @@ from squid_mesh.observe.http import MetricsServer, serve_metrics
 from squid_mesh.read.explain import Explanation, Reason
 from squid_mesh.read.graph import GraphEdge, GraphNode, RunGraph
 from squid_mesh.read.listing import RunPage, RunSummary
-from squid_mesh.read.queues import QueueLimits, QueueStats
+from squid_mesh.read.queues import QueueLimits, QueueStats, ScheduleView, WorkerSeen
 from squid_mesh.read.snapshot import (
     AttemptView,
     ChildView,
@@ -113,6 +113,7 @@ __all__ = [
     "RunSnapshot",
     "RunStatus",
     "RunSummary",
+    "ScheduleView",
     "SeededEntropy",
     "SpecError",
     "SquidMeshError",
@@ -122,6 +123,7 @@ __all__ = [
     "SystemEntropy",
     "UnknownWorkflowError",
     "Worker",
+    "WorkerSeen",
     "Workflow",
     "WrongGateError",
     "__version__",

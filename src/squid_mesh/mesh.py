@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from squid_mesh.definition.schedule import next_slot
+from squid_mesh.definition.triggers import Cron
 from squid_mesh.definition.workflow import Workflow
 from squid_mesh.engine.core import Engine
 from squid_mesh.engine.entropy import Clock, Entropy, SystemEntropy, to_epoch, to_seconds
@@ -32,8 +34,8 @@ from squid_mesh.read.listing import (
     run_filter,
     summary,
 )
-from squid_mesh.read.queues import QueueLimits, QueueStats
-from squid_mesh.read.snapshot import RunSnapshot, commands_of, snapshot
+from squid_mesh.read.queues import QueueLimits, QueueStats, ScheduleView, WorkerSeen
+from squid_mesh.read.snapshot import RunSnapshot, commands_of, snapshot, to_datetime
 from squid_mesh.store import open_store
 from squid_mesh.store.base import QueueLimitRow
 
@@ -513,6 +515,53 @@ class Mesh:
         """
         counts = self._engine.queue_counts(self._now(now))
         return {q: QueueStats(q, *c) for q, c in sorted(counts.items())}
+
+    def workers(self, *, now: Now = None) -> list[WorkerSeen]:
+        """The workers holding claims now, per queue (reads every live attempt).
+
+        A worker is seen through its leases: one that holds nothing leaves no trace in the
+        database, so an idle fleet lists empty. ``lapsed`` counts claims whose lease ran out
+        (a dead or frozen worker: another one may take them over).
+
+        Example:
+            >>> [(w.owner, w.queue, w.claims) for w in mesh.workers()]  # doctest: +SKIP
+            [('web-1:4711', 'default', 2)]
+        """
+        rows = self._engine.live_claims(self._now(now))
+        return [
+            WorkerSeen(owner, queue, held, to_datetime(until), lapsed)  # type: ignore[arg-type]
+            for owner, queue, held, until, lapsed in rows
+        ]
+
+    def schedules(self, *, now: Now = None) -> list[ScheduleView]:
+        """Every cron trigger of the newest registered versions, with its next fire time.
+
+        Example:
+            >>> [(s.workflow, s.trigger, s.next_fire) for s in mesh.schedules()]  # doctest: +SKIP
+            [('daily_digest', 'cron', datetime.datetime(2026, 11, 26, 6, 0, tzinfo=...UTC))]
+        """
+        at = self._now(now)
+        slots = self._engine.schedule_slots()
+        views = []
+        for d in sorted(self._engine.latest.values(), key=lambda d: d.name):
+            for trigger in d.triggers:
+                if not isinstance(trigger, Cron):
+                    continue
+                last = slots.get((d.name, trigger.name))
+                views.append(
+                    ScheduleView(
+                        workflow=d.name,
+                        trigger=trigger.name,
+                        expression=trigger.expression,
+                        timezone=trigger.timezone,
+                        catch_up=trigger.catch_up,
+                        last_slot=to_datetime(last),
+                        next_fire=to_datetime(  # type: ignore[arg-type]
+                            next_slot(trigger, after=at if last is None else last)
+                        ),
+                    )
+                )
+        return views
 
     def metrics_text(self) -> str:
         """The metrics of this process in the Prometheus text format (serve it at ``/metrics``).

@@ -480,7 +480,7 @@ class Worker:
         counts = self._engine.queue_counts(self._engine.clock())
         out: dict[tuple[str, str], int] = {}
         for q in self.queues:
-            visible, claimed, scheduled = counts.get(q, (0, 0, 0))
+            visible, claimed, scheduled, _expired = counts.get(q, (0, 0, 0, 0))
             out[(q, "visible")] = visible
             out[(q, "claimed")] = claimed
             out[(q, "scheduled")] = scheduled

@@ -35,3 +35,16 @@ def due_slots(cron: Cron, *, after: float, until: float) -> list[float]:
         if slot <= until:
             found.append(slot)
     return sorted(found)
+
+
+def next_slot(cron: Cron, *, after: float) -> float:
+    """The trigger's first slot strictly after ``after``, as epoch seconds.
+
+    Example:
+        >>> next_slot(Cron("0 * * * *"), after=3600.0)
+        7200.0
+    """
+    from croniter import croniter
+
+    walker = croniter(cron.expression, datetime.fromtimestamp(after, ZoneInfo(cron.timezone)))
+    return float(walker.get_next(float))

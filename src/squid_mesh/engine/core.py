@@ -985,9 +985,17 @@ class Engine:
         self.refresh_limits(now)
         self._blocked.pop(limit.queue, None)
 
-    def queue_counts(self, now: float) -> dict[str, tuple[int, int, int]]:
-        """``queue -> (visible, claimed, scheduled)``."""
+    def queue_counts(self, now: float) -> dict[str, tuple[int, int, int, int]]:
+        """``queue -> (visible, claimed, scheduled, expired)``."""
         return self.transact(lambda tx: tx.queue_counts(now), read_only=True)
+
+    def live_claims(self, now: float) -> list[tuple[str, str, int, float, int]]:
+        """``(owner, queue, held, latest lease expiry, lapsed)`` per claim holder and queue."""
+        return self.transact(lambda tx: tx.live_claims(now), read_only=True)
+
+    def schedule_slots(self) -> dict[tuple[str, str], float]:
+        """``(workflow, trigger) -> latest slot handled``."""
+        return self.transact(lambda tx: tx.schedule_slots(), read_only=True)
 
     def held_queues(self, owner_id: str) -> list[str]:
         """The queues on which ``owner_id`` holds a prefetched claim not yet run."""

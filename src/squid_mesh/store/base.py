@@ -103,8 +103,14 @@ class Tx(Protocol):
     def put_queue_limits(self, limit: QueueLimitRow, now: float) -> None:
         """Set (or, with no limit at all, remove) a queue's limits."""
 
-    def queue_counts(self, now: float) -> dict[str, tuple[int, int, int]]:
-        """``queue -> (visible, claimed, scheduled)`` unfinished attempts."""
+    def queue_counts(self, now: float) -> dict[str, tuple[int, int, int, int]]:
+        """``queue -> (visible, claimed, scheduled, expired)`` unfinished attempts."""
+
+    def live_claims(self, now: float) -> list[tuple[str, str, int, float, int]]:
+        """``(owner, queue, claims held, latest lease expiry, claims whose lease ran out)``."""
+
+    def schedule_slots(self) -> dict[tuple[str, str], float]:
+        """``(workflow, trigger) -> latest slot handled`` for every cron trigger ever ticked."""
 
     def next_claimable_run(
         self, queue: str, wf_keys: Sequence[str], now: float

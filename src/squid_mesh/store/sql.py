@@ -119,12 +119,23 @@ class SqlTx:
         params = {**limit._asdict(), "now": now}
         self.command("put_queue_limits", params)
 
-    def queue_counts(self, now: float) -> dict[str, tuple[int, int, int]]:
+    def queue_counts(self, now: float) -> dict[str, tuple[int, int, int, int]]:
         """See :meth:`squid_mesh.store.base.Tx.queue_counts`."""
         return {
-            str(q): (int(v or 0), int(c or 0), int(s or 0))
-            for q, v, c, s in self.query("queue_counts", {"now": now})
+            str(q): (int(v or 0), int(c or 0), int(s or 0), int(e or 0))
+            for q, v, c, s, e in self.query("queue_counts", {"now": now})
         }
+
+    def live_claims(self, now: float) -> list[tuple[str, str, int, float, int]]:
+        """See :meth:`squid_mesh.store.base.Tx.live_claims`."""
+        return [
+            (str(o), str(q), int(n), float(until), int(lapsed or 0))
+            for o, q, n, until, lapsed in self.query("live_claims", {"now": now})
+        ]
+
+    def schedule_slots(self) -> dict[tuple[str, str], float]:
+        """See :meth:`squid_mesh.store.base.Tx.schedule_slots`."""
+        return {(str(w), str(t)): float(slot) for w, t, slot in self.query("schedule_slots", {})}
 
     def next_claimable_run(
         self, queue: str, wf_keys: Sequence[str], now: float

@@ -396,11 +396,26 @@ DELETE FROM squid_mesh_queues WHERE queue = %(queue)s;
 
 -- name: queue_counts
 -- Unfinished attempts per queue, for gauges and operators: visible (due now, claimable, expired
--- leases included), claimed (lease holding), scheduled (due later). Reads every live attempt.
+-- leases included), claimed (lease holding), scheduled (due later), and expired (the part of
+-- visible whose lease ran out: a worker died or stalled). Reads every live attempt.
 SELECT queue,
        count(*) FILTER (WHERE due_at <= %(now)s),
        count(*) FILTER (WHERE due_at > %(now)s AND status = 'running'),
-       count(*) FILTER (WHERE due_at > %(now)s AND status <> 'running')
+       count(*) FILTER (WHERE due_at > %(now)s AND status <> 'running'),
+       count(*) FILTER (WHERE due_at <= %(now)s AND status = 'running')
   FROM squid_mesh_attempts
  WHERE due_at IS NOT NULL
  GROUP BY queue;
+
+-- name: live_claims
+-- Who holds claims now, per queue: workers are seen through their leases (an idle worker leaves
+-- no row behind). The latest lease expiry shows the last heartbeat. Reads every live attempt.
+SELECT owner, queue, count(*), max(lease_until),
+       count(*) FILTER (WHERE lease_until <= %(now)s)
+  FROM squid_mesh_attempts
+ WHERE due_at IS NOT NULL AND status = 'running' AND owner IS NOT NULL
+ GROUP BY owner, queue
+ ORDER BY owner, queue;
+
+-- name: schedule_slots
+SELECT workflow, trigger, last_slot FROM squid_mesh_schedules;

@@ -1,0 +1,1 @@
+"""Operator web console (squid-mesh[web])."""
