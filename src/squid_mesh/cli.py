@@ -217,6 +217,49 @@ def worker(
     click.echo(f"executed {w.executed} step(s)")
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", help="Address to listen on (0.0.0.0: all interfaces).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, help="Port to listen on.")
+@click.option(
+    "--token",
+    envvar="SQUID_MESH_WEB_TOKEN",
+    default=None,
+    help="Shared sign-in token, at least 16 characters (better: the SQUID_MESH_WEB_TOKEN variable).",
+)
+@click.option("--read-only", is_flag=True, help="Refuse every action; hide the buttons.")
+@click.option("--app", "app", default=None, help="module:attribute holding the host's workflows.")
+@click.option("--db", "db", default=None, help="Database URL.")
+@click.pass_context
+@_refusals
+def web(
+    ctx: click.Context,
+    app: str | None,
+    db: str | None,
+    host: str,
+    port: int,
+    token: str | None,
+    read_only: bool,
+) -> None:
+    """Serve the operator console (needs squid-mesh[web]) until SIGINT/SIGTERM."""
+    ctx.obj = {"db": db or ctx.obj["db"], "app": app or ctx.obj["app"]}
+    db, app = _target(ctx)
+    _need_app(ctx, "web")
+    if token is None:
+        raise click.UsageError("set SQUID_MESH_WEB_TOKEN (or --token): the console's sign-in token")
+    try:
+        import uvicorn
+
+        import squid_mesh.web
+    except ImportError as exc:
+        raise click.UsageError(
+            f"the console needs the web extra: pip install 'squid-mesh[web]' ({exc.name} missing)"
+        ) from None
+    with sm.connect(db, workflows=_workflows(app)) as mesh:
+        console = squid_mesh.web.app(mesh, token=token, read_only=read_only)
+        click.echo(f"console on http://{host}:{port}/ (sign in with the token)", err=True)
+        uvicorn.run(console, host=host, port=port, log_level="warning", lifespan="off")
+
+
 def _run_until_idle(w: sm.Worker, max_idle: float) -> None:
     """Run the worker until it has had nothing to do for ``max_idle`` seconds (or a signal)."""
     stop = threading.Event()
