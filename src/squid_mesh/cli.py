@@ -257,6 +257,10 @@ def web(
     with sm.connect(db, workflows=_workflows(app)) as mesh:
         console = squid_mesh.web.app(mesh, token=token, read_only=read_only)
         click.echo(f"console on http://{host}:{port}/ (sign in with the token)", err=True)
+        # uvicorn re-raises the signal it stopped on once it has shut down; with these handlers
+        # in place that is a no-op, and a SIGTERM ends the command cleanly with status 0.
+        for sig in _SIGNALS:
+            signal.signal(sig, lambda *_: None)
         uvicorn.run(console, host=host, port=port, log_level="warning", lifespan="off")
 
 

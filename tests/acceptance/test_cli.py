@@ -101,3 +101,61 @@ def test_refusals_exit_1_and_usage_errors_exit_2(db_url: str) -> None:
         )  # fmt: skip
         assert bare.returncode == 2 and "needs --app" in bare.stderr, bare.stderr
     assert "Usage" in cli(None, "--help").stdout
+
+
+@pytest.mark.slow
+def test_the_web_command_serves_the_console_behind_its_token(db_url: str, tmp_path: Path) -> None:
+    import os
+    import socket
+
+    import httpx
+
+    with sm.connect(db_url, workflows=all_workflows()) as mesh:
+        run = mesh.start("acc_gated", {})
+    missing = cli(db_url, "web")
+    assert missing.returncode == 2 and "SQUID_MESH_WEB_TOKEN" in missing.stderr
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    token = "cli-console-token-0123456789"
+    env = {**os.environ, "SQUID_MESH_WEB_TOKEN": token}
+    log = (tmp_path / "web.log").open("w")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "squid_mesh.cli",
+            "web",
+            "--db",
+            db_url,
+            "--app",
+            APP,
+            "--port",
+            str(port),
+            "--read-only",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    log.close()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                if httpx.get(f"{url}/api/openapi.json", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        assert httpx.get(f"{url}/api/runs").status_code == 401
+        listed = httpx.get(f"{url}/api/runs", headers={"Authorization": f"Bearer {token}"})
+        assert [r["id"] for r in listed.json()["runs"]] == [run.id]
+        refused = httpx.post(
+            f"{url}/api/runs/{run.id}/cancel", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "read_only"
+    finally:
+        server.terminate()
+        assert server.wait(10) == 0, (tmp_path / "web.log").read_text()
+    assert token not in (tmp_path / "web.log").read_text()
