@@ -270,3 +270,50 @@ def test_console_options_are_checked(mesh: sm.Mesh) -> None:
         web.app(mesh, token="short")
     with pytest.raises(sm.InvalidOptionError, match="mesh"):
         web.app("sqlite:///x.db", token=TOKEN)  # type: ignore[arg-type]
+
+
+def test_pages_follow_the_mount_path_escape_data_and_show_only_allowed_actions(
+    host_api: httpx.Client, mesh: sm.Mesh
+) -> None:
+    run = mesh.start("refund", {"ticket": "<script>alert(1)</script>", "card": "4242-secret"})
+    drain(mesh)
+    admin, viewer, ops = {"x-user": "admin"}, {"x-user": "viewer"}, {"x-user": "ops"}
+    listing = host_api.get("/", headers=ops)
+    assert listing.status_code == 200
+    assert f'href="/workflows/runs/{run.id}"' in listing.text
+    assert 'href="/workflows/static/console.css"' in listing.text
+    assert host_api.get("/static/console.js").status_code == 200
+    assert "default-src 'self'" in listing.headers["content-security-policy"]
+    page = host_api.get(f"/runs/{run.id}", headers=admin)
+    assert "<script>alert(1)</script>" not in page.text
+    assert "\\u003cscript\\u003ealert(1)" in page.text  # shown (JSON-escaped), never run
+    assert f'action="/workflows/runs/{run.id}/approve"' in page.text
+    assert 'data-node="manager_ok"' in page.text
+    hidden = host_api.get(f"/runs/{run.id}", headers=viewer).text
+    assert "4242-secret" not in hidden and "alert(1)" not in hidden
+    assert "/approve" not in hidden, "no action is offered to a user who may not act"
+    assert host_api.get("/", headers={}).status_code == 401
+    # A refused action renders the run again with the reason and the refusal's status.
+    csrf = host_api.get("/api/session", headers=ops).json()["csrf"]
+    resumed = host_api.post(
+        f"/runs/{run.id}/resume", headers=ops, data={"csrf": csrf}, follow_redirects=False
+    )
+    assert resumed.status_code == 409 and "use approve or reject" in resumed.text
+    approved = host_api.post(
+        f"/runs/{run.id}/approve",
+        headers=ops,
+        data={"csrf": csrf, "comment": "ok"},
+        follow_redirects=False,
+    )
+    assert approved.status_code == 303
+    assert approved.headers["location"] == f"/workflows/runs/{run.id}?done=approve"
+    assert host_api.get("/nowhere", headers=ops).status_code == 404
+
+
+def test_a_read_only_console_shows_no_action(mesh: sm.Mesh) -> None:
+    run = mesh.start("refund", {"ticket": "T-1", "card": "4242"})
+    drain(mesh)
+    with LiveServer(web.app(mesh, token=TOKEN, read_only=True)) as url:
+        page = httpx.get(f"{url}/runs/{run.id}", headers=BEARER)
+    assert page.status_code == 200 and "read-only" in page.text
+    assert "/approve" not in page.text and "Cancel run" not in page.text
