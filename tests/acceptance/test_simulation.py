@@ -71,7 +71,9 @@ def test_seeded_simulations_keep_every_invariant(backend: str) -> None:
             if store:
                 args += ["--store", store]
             procs.append(subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True))
-        outputs = [proc.communicate(timeout=600)[0] for proc in procs]
+        outputs = [proc.communicate(timeout=900)[0] for proc in procs]
+        for proc, out in zip(procs, outputs, strict=True):
+            assert out.strip(), f"a simulation process exited {proc.returncode} without a summary"
     summaries: list[dict[str, Any]] = [json.loads(out.splitlines()[-1]) for out in outputs]
     failures = {seed: problems for s in summaries for seed, problems in s["failures"].items()}
     ops = sum(s["ops"] for s in summaries)

@@ -303,7 +303,11 @@ def run_seeds(seeds: Sequence[int], ops: int, store_url: str | None) -> dict[str
     }
     failures: dict[str, list[str]] = {}
     for seed in seeds:
-        out = simulate(seed, ops, store_url=store_url)
+        try:
+            out = simulate(seed, ops, store_url=store_url)
+        except Exception as exc:  # a seed that breaks the driver itself is a failing seed too
+            failures[str(seed)] = [f"raised {type(exc).__name__}: {exc}"]
+            continue
         summary["ops"] += out.ops
         summary["hours"] += out.simulated_seconds / 3600
         summary["crashes"] += out.crashes
