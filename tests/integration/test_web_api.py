@@ -317,3 +317,102 @@ def test_a_read_only_console_shows_no_action(mesh: sm.Mesh) -> None:
         page = httpx.get(f"{url}/runs/{run.id}", headers=BEARER)
     assert page.status_code == 200 and "read-only" in page.text
     assert "/approve" not in page.text and "Cancel run" not in page.text
+
+
+def sign_in(client: httpx.Client, next_path: str = "/") -> httpx.Response:
+    return client.post("/login", data={"token": TOKEN, "next": next_path}, follow_redirects=False)
+
+
+def test_sign_in_sets_a_strict_cookie_redirects_only_inside_and_signs_out(mesh: sm.Mesh) -> None:
+    host = Starlette(routes=[Mount("/ops", web.app(mesh, token=TOKEN))])
+    with LiveServer(host) as url, httpx.Client(base_url=f"{url}/ops") as client:
+        assert client.post("/login", data={"token": "wrong"}).status_code == 401
+        assert "squid_mesh_session" not in client.cookies
+        for evil in ["https://evil.example/", "//evil.example/", "/\\evil.example", "/elsewhere"]:
+            response = sign_in(client, evil)
+            assert response.status_code == 303 and response.headers["location"] == "/ops/", evil
+        response = sign_in(client, "/ops/queues")
+        assert response.headers["location"] == "/ops/queues"
+        cookie = response.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie and "path=/ops/" in cookie
+        assert TOKEN not in response.headers["set-cookie"]
+        assert client.get("/queues").status_code == 200
+        csrf = client.get("/api/session").json()["csrf"]
+        assert client.post("/logout", data={"csrf": "nope"}).status_code == 403
+        out = client.post("/logout", data={"csrf": csrf}, follow_redirects=False)
+        assert out.status_code == 303
+        client.cookies.clear()
+        assert client.get("/queues", follow_redirects=False).status_code == 303
+
+
+def test_read_only_refuses_browser_sessions_too_for_every_action(mesh: sm.Mesh) -> None:
+    paused = mesh.start("refund", {"ticket": "T-1", "card": "4242"})
+    done = mesh.start("fanout", {})
+    drain(mesh)
+    with (
+        LiveServer(web.app(mesh, token=TOKEN, read_only=True)) as url,
+        httpx.Client(base_url=url) as client,
+    ):
+        sign_in(client)
+        csrf = client.get("/api/session").json()["csrf"]
+        for run, action in [
+            (paused, "approve"),
+            (paused, "reject"),
+            (paused, "resume"),
+            (paused, "cancel"),
+            (done, "replay"),
+        ]:
+            api = client.post(f"/api/runs/{run.id}/{action}", headers={"x-csrf-token": csrf})
+            assert error(api, 403)["code"] == "read_only", action
+            page = client.post(f"/runs/{run.id}/{action}", data={"csrf": csrf})
+            assert page.status_code == 403 and "read-only" in page.text, action
+    assert mesh.inspect_run(paused.id).status == sm.RunStatus.PAUSED
+    assert mesh.inspect_run(done.id).replays == ()
+
+
+def test_a_refused_action_page_does_not_reload_itself(
+    host_api: httpx.Client, mesh: sm.Mesh
+) -> None:
+    run = mesh.start("refund", {"ticket": "T-1", "card": "4242"})
+    drain(mesh)
+    ops = {"x-user": "ops"}
+    csrf = host_api.get("/api/session", headers=ops).json()["csrf"]
+    refused = host_api.post(f"/runs/{run.id}/resume", headers=ops, data={"csrf": csrf})
+    assert refused.status_code == 409
+    assert "data-refresh" not in refused.text, "a reload would post the action again"
+    assert "data-refresh" in host_api.get(f"/runs/{run.id}", headers=ops).text
+
+
+def test_large_and_deeply_nested_bodies_are_refused_as_json(
+    api: httpx.Client, mesh: sm.Mesh
+) -> None:
+    run = mesh.start("refund", {"ticket": "T-1", "card": "4242"})
+    drain(mesh)
+    approve = f"/api/runs/{run.id}/approve"
+    big = api.post(approve, headers=BEARER, content=b" " * 70_000)
+    assert error(big, 413)["code"] == "body_too_large"
+    deep = api.post(approve, headers=BEARER, content=b"[" * 50_000)
+    assert error(deep, 422)["code"] in ("invalid_body", "body_too_large")
+    nested = api.post(approve, headers=BEARER, content=b"[" * 20_000)
+    assert error(nested, 422)["code"] == "invalid_body"
+    assert mesh.inspect_run(run.id).status == sm.RunStatus.PAUSED
+    assert api.get("/apiary", headers=BEARER).headers["content-type"].startswith("text/html")
+
+
+def test_async_and_failing_host_auth(mesh: sm.Mesh) -> None:
+    async def async_auth(request: Request) -> web.User | None:
+        return web.User("async-user") if request.headers.get("x-user") else None
+
+    def broken_auth(request: Request) -> web.User | None:
+        raise RuntimeError("the session store is down")
+
+    with LiveServer(web.app(mesh, auth=async_auth)) as url:
+        assert httpx.get(f"{url}/api/session", headers={"x-user": "a"}).json()["user"]["name"] == (
+            "async-user"
+        )
+        assert httpx.get(f"{url}/api/session").status_code == 401
+    with LiveServer(web.app(mesh, auth=broken_auth)) as url:
+        response = httpx.get(f"{url}/api/runs")
+        assert error(response, 500)["code"] == "internal_error"
+        assert "session store" not in response.text
+        assert httpx.get(f"{url}/").status_code == 500

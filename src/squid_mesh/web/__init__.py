@@ -73,7 +73,8 @@ class _SecurityHeaders:
 def _is_api(request: Request) -> bool:
     path = request.url.path
     root = str(request.scope.get("root_path", "")).rstrip("/")
-    return path.removeprefix(root).startswith("/api")
+    inside = path.removeprefix(root)
+    return inside == "/api" or inside.startswith("/api/")
 
 
 async def _refused(request: Request, exc: Exception) -> Response:
@@ -81,7 +82,7 @@ async def _refused(request: Request, exc: Exception) -> Response:
     if _is_api(request):
         headers = {"www-authenticate": "Bearer"} if exc.status == 401 else None
         return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
-    return _pages.error_page(request, exc.status, exc.message)
+    return await _pages.error_page(request, exc.status, exc.message)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -92,7 +93,16 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         return JSONResponse(
             Refusal(exc.status_code, code, message).body(), status_code=exc.status_code
         )
-    return _pages.error_page(request, exc.status_code, message)
+    return await _pages.error_page(request, exc.status_code, message)
+
+
+async def _crashed(request: Request, exc: Exception) -> Response:
+    # Starlette re-raises it afterwards, so the server logs the traceback; the client gets no
+    # detail that could hold data.
+    if _is_api(request):
+        body = Refusal(500, "internal_error", "the console failed; see the server's log").body()
+        return JSONResponse(body, status_code=500)
+    return await _pages.error_page(request, 500, "The console failed; see the server's log.")
 
 
 def app(
@@ -129,7 +139,7 @@ def app(
     static = StaticFiles(directory=Path(__file__).parent / "static")
     web = Starlette(
         routes=[*_api.routes, Mount("/static", static, name="static"), *_pages.routes],
-        exception_handlers={Refusal: _refused, HTTPException: _http_error},
+        exception_handlers={Refusal: _refused, HTTPException: _http_error, Exception: _crashed},
         middleware=[Middleware(_SecurityHeaders)],
     )
     web.state.console = console

@@ -17,6 +17,7 @@ from squid_mesh.web._console import (
     Console,
     Refusal,
     call,
+    read_body,
     run_action,
 )
 from squid_mesh.web._openapi import document
@@ -30,8 +31,8 @@ def _console(request: Request) -> Console:
     return console
 
 
-def _user(request: Request) -> tuple[User, bool]:
-    user, header_auth = _console(request).identify(request)
+async def _user(request: Request) -> tuple[User, bool]:
+    user, header_auth = await _console(request).identify(request)
     if user is None:
         raise Refusal(401, "unauthenticated", "sign in: a bearer token or a console session")
     return user, header_auth
@@ -50,7 +51,7 @@ def _limit(raw: str | None) -> int:
 
 
 async def list_runs(request: Request) -> JSONResponse:
-    _user(request)
+    await _user(request)
     params = request.query_params
     unknown = sorted(set(params) - _LIST_PARAMS)
     if unknown:
@@ -76,31 +77,31 @@ async def list_runs(request: Request) -> JSONResponse:
 
 
 async def get_run(request: Request) -> JSONResponse:
-    user, _ = _user(request)
+    user, _ = await _user(request)
     snap = await call(_console(request).mesh.inspect_run, request.path_params["run_id"])
     return JSONResponse(views.run_detail(snap, payloads=user.can_see_payloads))
 
 
 async def explain(request: Request) -> JSONResponse:
-    _user(request)
+    await _user(request)
     exp = await call(_console(request).mesh.explain_run, request.path_params["run_id"])
     return JSONResponse(views.explanation(exp))
 
 
 async def graph(request: Request) -> JSONResponse:
-    _user(request)
+    await _user(request)
     g = await call(_console(request).mesh.run_graph, request.path_params["run_id"])
     return JSONResponse(views.graph(g))
 
 
 async def _body(request: Request, action: str) -> dict[str, Any]:
-    raw = await request.body()
+    raw = await read_body(request)
     if not raw.strip():
         return {}
     try:
         body = json.loads(raw)
-    except ValueError:
-        raise Refusal(422, "invalid_body", "the body is not JSON") from None
+    except (ValueError, RecursionError):
+        raise Refusal(422, "invalid_body", "the body is not JSON (or nested too deeply)") from None
     if not isinstance(body, dict):
         raise Refusal(422, "invalid_body", "the body must be a JSON object")
     allowed = ACTION_FIELDS[action]
@@ -117,7 +118,7 @@ async def _body(request: Request, action: str) -> dict[str, Any]:
 
 async def act(request: Request) -> JSONResponse:
     console = _console(request)
-    user, header_auth = _user(request)
+    user, header_auth = await _user(request)
     action = request.path_params["action"]
     if action not in ACTIONS:
         raise Refusal(404, "not_found", f"no action {action!r} (actions: {', '.join(ACTIONS)})")
@@ -129,7 +130,7 @@ async def act(request: Request) -> JSONResponse:
 
 
 async def queues(request: Request) -> JSONResponse:
-    _user(request)
+    await _user(request)
     mesh = _console(request).mesh
     stats = await call(mesh.queue_stats)
     limits = await call(mesh.queue_limits)
@@ -150,14 +151,14 @@ async def queues(request: Request) -> JSONResponse:
 
 
 async def schedules(request: Request) -> JSONResponse:
-    _user(request)
+    await _user(request)
     found = await call(_console(request).mesh.schedules)
     return JSONResponse({"schedules": views.plain(found)})
 
 
 async def session(request: Request) -> JSONResponse:
     console = _console(request)
-    user, _ = _user(request)
+    user, _ = await _user(request)
     return JSONResponse(
         {
             "user": views.plain(user),

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from starlette.concurrency import run_in_threadpool
@@ -29,7 +30,7 @@ from squid_mesh.web import _security as sec
 from squid_mesh.web._security import User
 
 T = TypeVar("T")
-Auth = Callable[[Request], User | None]
+Auth = Callable[[Request], User | Awaitable[User | None] | None]
 
 ACTIONS = ("approve", "reject", "resume", "cancel", "replay")
 # Which body fields each action takes; anything else is refused with a 422 naming it.
@@ -91,9 +92,9 @@ class Console:
 
     mesh: Mesh
     auth: Auth | None
-    token: str | None
+    token: str | None = field(repr=False)
     read_only: bool
-    secret: bytes
+    secret: bytes = field(repr=False)
     title: str
     refresh_seconds: int
 
@@ -126,13 +127,17 @@ class Console:
         if secret is None:
             # The token is a shared secret already; otherwise a per-process key, which is why
             # several server processes behind one address need secret= (their CSRF values differ).
-            secret = sec.session_value(token).encode() if token else os.urandom(32)
+            secret = sec.csrf_key(token) if token else os.urandom(32)
         if isinstance(refresh_seconds, bool) or not isinstance(refresh_seconds, int):
             raise InvalidOptionError("refresh_seconds", "expected an integer (0: no refresh)")
         return cls(mesh, auth, token, bool(read_only), secret, title, max(0, refresh_seconds))
 
-    def identify(self, request: Request) -> tuple[User | None, bool]:
-        """The user, and whether they authenticated with a bearer header (no CSRF needed then)."""
+    async def identify(self, request: Request) -> tuple[User | None, bool]:
+        """The user, and whether they authenticated with a bearer header (no CSRF needed then).
+
+        The host's ``auth`` may be a plain or an ``async`` callable; a plain one runs in a thread,
+        so one that queries a database does not stall the event loop.
+        """
         if self.token is not None:
             given = sec.bearer(request.headers.get("authorization"))
             if given is not None:
@@ -143,7 +148,12 @@ class Console:
                 return User("operator", can_act=True, can_see_payloads=True), False
             return None, False
         assert self.auth is not None
-        user = self.auth(request)
+        if inspect.iscoroutinefunction(self.auth):
+            user = await self.auth(request)
+        else:
+            user = await run_in_threadpool(self.auth, request)
+        if inspect.isawaitable(user):
+            user = await user
         if user is not None and not isinstance(user, User):
             raise TypeError("the console's auth callable must return squid_mesh.web.User or None")
         return user, False
@@ -168,6 +178,22 @@ async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await run_in_threadpool(fn, *args, **kwargs)
     except SquidMeshError as exc:
         raise refusal_of(exc) from None
+
+
+MAX_BODY = 64 * 1024  # an action's fields or a sign-in form: anything larger is not ours
+
+
+async def read_body(request: Request) -> bytes:
+    """The request body, refused with 413 past ``MAX_BODY`` (checked while it streams in)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        raise Refusal(413, "body_too_large", f"the body is larger than {MAX_BODY} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > MAX_BODY:
+            raise Refusal(413, "body_too_large", f"the body is larger than {MAX_BODY} bytes")
+    return bytes(body)
 
 
 def base_path(request: Request) -> str:

@@ -30,12 +30,14 @@ def _responses(ok: str, *errors: int, ok_status: str = "200") -> dict[str, Any]:
         403: "Refused: CSRF value missing or wrong, read-only console, or no permission to act",
         404: "No such run (or endpoint)",
         409: "The run's state does not allow it (finished, not paused, other gate, replay refused)",
-        422: "A bad parameter or body field; `field` names it",
+        413: "The body is larger than 64 KiB",
+        422: "A bad parameter, run id or body field; `field` names it",
+        503: "The database failed (the message names the store, never its credentials)",
     }
     out: dict[str, Any] = {
         ok_status: {"description": ok, "content": {"application/json": {"schema": _OBJECT}}}
     }
-    for status in (401, *errors):
+    for status in (401, *errors, 503):
         out[str(status)] = {
             "description": described[status],
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
@@ -75,6 +77,7 @@ def _action(name: str, fields: dict[str, Any], summary: str) -> dict[str, Any]:
                 403,
                 404,
                 409,
+                413,
                 422,
                 ok_status="201" if name == "replay" else "200",
             ),
@@ -129,21 +132,21 @@ def document(title: str) -> dict[str, Any]:
                     "summary": "A run's snapshot (payload and context only with the detail "
                     "permission)",
                     "parameters": [_RUN_ID],
-                    "responses": _responses("The run", 404),
+                    "responses": _responses("The run", 404, 422),
                 }
             },
             "/api/runs/{run_id}/explain": {
                 "get": {
                     "summary": "Why the run is where it is, and the next actions",
                     "parameters": [_RUN_ID],
-                    "responses": _responses("The explanation", 404),
+                    "responses": _responses("The explanation", 404, 422),
                 }
             },
             "/api/runs/{run_id}/graph": {
                 "get": {
                     "summary": "The run's graph: nodes and edges with their status",
                     "parameters": [_RUN_ID],
-                    "responses": _responses("The graph", 404, 409),
+                    "responses": _responses("The graph", 404, 409, 422),
                 }
             },
             "/api/runs/{run_id}/approve": _action("approve", comment, "Approve the open approval"),

@@ -11,11 +11,18 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from squid_mesh.errors import SquidMeshError
 from squid_mesh.journal.fold import RunStatus
 from squid_mesh.web import _security as sec
 from squid_mesh.web import _views as views
-from squid_mesh.web._console import ACTIONS, Console, Refusal, base_path, call, run_action
+from squid_mesh.web._console import (
+    ACTIONS,
+    Console,
+    Refusal,
+    base_path,
+    call,
+    read_body,
+    run_action,
+)
 from squid_mesh.web._security import User
 from squid_mesh.web._svg import graph_svg
 
@@ -58,8 +65,8 @@ def render(
     return HTMLResponse(html, status_code=status)
 
 
-def _signed_in(request: Request) -> User | Response:
-    user, _ = _console(request).identify(request)
+async def _signed_in(request: Request) -> User | Response:
+    user, _ = await _console(request).identify(request)
     if user is not None:
         return user
     if _console(request).token is not None:
@@ -72,7 +79,7 @@ def _signed_in(request: Request) -> User | Response:
 
 
 async def runs_page(request: Request) -> Response:
-    user = _signed_in(request)
+    user = await _signed_in(request)
     if isinstance(user, Response):
         return user
     mesh = _console(request).mesh
@@ -148,13 +155,14 @@ async def _detail(
         explanation=views.explanation(explanation),
         svg=svg,
         graph_error=graph_error,
-        refresh=0 if snap.terminal else _console(request).refresh_seconds,
+        # A refusal is the answer to a POST: reloading it would post the action again.
+        refresh=0 if snap.terminal or "failure" in extra else _console(request).refresh_seconds,
         **extra,
     )
 
 
 async def run_page(request: Request) -> Response:
-    user = _signed_in(request)
+    user = await _signed_in(request)
     if isinstance(user, Response):
         return user
     done = request.query_params.get("done")
@@ -163,13 +171,14 @@ async def run_page(request: Request) -> Response:
 
 async def _form(request: Request) -> dict[str, str]:
     # urlencoded only: parsed here rather than pulling in a multipart parser for four fields.
-    body = (await request.body()).decode("utf-8", "replace")
-    return {k: v[0] for k, v in parse_qs(body, keep_blank_values=True).items()}
+    body = (await read_body(request)).decode("utf-8", "replace")
+    fields = parse_qs(body, keep_blank_values=True, max_num_fields=20)
+    return {k: v[0] for k, v in fields.items()}
 
 
 async def action_post(request: Request) -> Response:
     console = _console(request)
-    user, header_auth = console.identify(request)
+    user, header_auth = await console.identify(request)
     if user is None:
         return render(request, "error.html", 401, message="Sign in first.", code=401)
     run_id, action = request.path_params["run_id"], request.path_params["action"]
@@ -190,7 +199,7 @@ async def action_post(request: Request) -> Response:
 
 
 async def queues_page(request: Request) -> Response:
-    user = _signed_in(request)
+    user = await _signed_in(request)
     if isinstance(user, Response):
         return user
     mesh = _console(request).mesh
@@ -210,7 +219,7 @@ async def queues_page(request: Request) -> Response:
 
 
 async def schedules_page(request: Request) -> Response:
-    user = _signed_in(request)
+    user = await _signed_in(request)
     if isinstance(user, Response):
         return user
     found = views.plain(await call(_console(request).mesh.schedules))
@@ -253,7 +262,7 @@ async def login_post(request: Request) -> Response:
 
 async def logout_post(request: Request) -> Response:
     console = _console(request)
-    user, _ = console.identify(request)
+    user, _ = await console.identify(request)
     form = await _form(request)
     if user is not None and not sec.csrf_matches(form.get(sec.CSRF_FIELD), console.secret, user):
         return render(request, "error.html", 403, user, message="Wrong CSRF value.", code=403)
@@ -262,11 +271,11 @@ async def logout_post(request: Request) -> Response:
     return response
 
 
-def error_page(request: Request, status: int, message: str) -> Response:
-    """An HTML error page (unknown page, wrong method)."""
+async def error_page(request: Request, status: int, message: str) -> Response:
+    """An HTML error page (unknown page, wrong method, a refusal)."""
     try:
-        user, _ = _console(request).identify(request)
-    except SquidMeshError:
+        user, _ = await _console(request).identify(request)
+    except Exception:  # the page explains the first problem; a failing auth must not hide it
         user = None
     return render(request, "error.html", status, user, message=message, code=status)
 

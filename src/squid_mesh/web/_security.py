@@ -44,6 +44,11 @@ def session_value(token: str) -> str:
     return _mac(token.encode(), "squid-mesh console session v1")
 
 
+def csrf_key(token: str) -> bytes:
+    """The CSRF key of a token-mode console (another label than the session cookie's)."""
+    return _mac(token.encode(), "squid-mesh console csrf v1").encode()
+
+
 def token_matches(given: str | None, token: str) -> bool:
     """Constant-time comparison of a presented token with the configured one."""
     return given is not None and hmac.compare_digest(given.encode(), token.encode())

@@ -55,6 +55,8 @@ def run_detail(snap: RunSnapshot, *, payloads: bool) -> dict[str, Any]:
                     attempt["output"] = HIDDEN
         for command in data["commands"]:
             command["metadata"] = HIDDEN if command["metadata"] else {}
+            if command["idempotency_key"]:
+                command["idempotency_key"] = HIDDEN
     return data
 
 

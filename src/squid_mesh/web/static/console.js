@@ -21,9 +21,13 @@
     });
   }
   window.setTimeout(function tick() {
-    var typing = document.activeElement && /INPUT|TEXTAREA|SELECT/.test(document.activeElement.tagName);
+    // No reload while the operator types in a field or reads an opened payload.
+    var active = document.activeElement;
+    var typing = active && (/TEXTAREA|SELECT/.test(active.tagName) ||
+      (active.tagName === "INPUT" && !/checkbox|radio|submit|button/.test(active.type)));
+    var reading = document.querySelector("details[open]") !== null;
     var enabled = box ? box.checked : window.localStorage.getItem(key) !== "off";
-    if (enabled && !typing) {
+    if (enabled && !typing && !reading) {
       window.location.reload();
     } else {
       window.setTimeout(tick, seconds * 1000);
