@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import warnings
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from squid_mesh.definition.schedule import next_slot
 from squid_mesh.definition.triggers import Cron
@@ -39,6 +40,9 @@ from squid_mesh.read.snapshot import RunSnapshot, commands_of, snapshot, to_date
 from squid_mesh.store import open_store
 from squid_mesh.store.base import QueueLimitRow
 
+if TYPE_CHECKING:
+    from squid_mesh.aio import AsyncMesh
+
 Now = datetime | float | None
 logger = logging.getLogger("squid_mesh")
 
@@ -67,6 +71,17 @@ class Mesh:
     def __init__(self, engine: Engine, *, strict_versions: bool = False) -> None:
         self._engine = engine
         self._strict_versions = strict_versions
+
+    @functools.cached_property
+    def aio(self) -> AsyncMesh:
+        """The same commands as coroutines, for asyncio code (each runs in a worker thread).
+
+        Example:
+            >>> run = await mesh.aio.start("checkout", {"order_id": "o-1"})  # doctest: +SKIP
+        """
+        from squid_mesh.aio import AsyncMesh
+
+        return AsyncMesh(self)
 
     def _now(self, now: Now) -> float:
         return self._engine.clock() if now is None else to_epoch("now", now)
