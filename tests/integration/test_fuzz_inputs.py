@@ -279,3 +279,10 @@ def test_fuzzed_specs_build_or_raise_spec_error(spec: Any) -> None:
         sm.Workflow.from_spec(spec, registry)
     except sm.SpecError as exc:
         assert exc.problems
+
+
+def test_nested_non_string_keys_are_refused_not_rewritten(mesh: sm.Mesh, db_url: str) -> None:
+    # Found by the payload fuzzer: {"": {0: None}} was stored as {"": {"0": None}}.
+    for payload in [{"": {0: None}}, {"a": [{"b": {1: 2}}]}]:
+        error = refused_cleanly(db_url, lambda p=payload: mesh.start("free", p), sm.PayloadError)
+        assert isinstance(error, sm.PayloadError) and "keys must be strings" in str(error)

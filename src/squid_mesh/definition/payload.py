@@ -129,6 +129,19 @@ class PayloadSchema:
 
 
 def _json_object(workflow: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    # json.dumps would turn a nested {0: ...} into {"0": ...}: the run would hold another payload
+    # than the one given. Refused instead, naming where (a loop: no depth limit to hit here).
+    stack: list[tuple[str, Any]] = [("", payload)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    where = f"{path}.{key!r}" if path else repr(key)
+                    raise PayloadError(workflow, {where: "keys must be strings"})
+                stack.append((f"{path}.{key}" if path else key, item))
+        elif isinstance(value, list | tuple):
+            stack.extend((f"{path}[{i}]", item) for i, item in enumerate(value))
     try:
         return dict(json.loads(json.dumps(payload, allow_nan=False)))
     except (TypeError, ValueError) as exc:
