@@ -40,11 +40,6 @@ def machine_url(backend: str, tmp_path: Path) -> Iterator[str]:
         yield ""
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
 MeshFactory = Callable[..., sm.Mesh]
 
 

@@ -6,7 +6,7 @@ import functools
 import logging
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -71,6 +71,8 @@ class Mesh:
     def __init__(self, engine: Engine, *, strict_versions: bool = False) -> None:
         self._engine = engine
         self._strict_versions = strict_versions
+        # Run after the store is closed (squid_mesh.testing removes its temporary database).
+        self._on_close: list[Callable[[], None]] = []
 
     @functools.cached_property
     def aio(self) -> AsyncMesh:
@@ -604,6 +606,8 @@ class Mesh:
             self._engine.release_held()
         finally:
             self._engine.store.close()
+            while self._on_close:
+                self._on_close.pop()()
 
     def __enter__(self) -> Mesh:
         return self

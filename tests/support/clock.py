@@ -1,19 +1,9 @@
-"""A clock that tests move by hand."""
+"""The fake clock of the project's tests: the one squid_mesh.testing gives host applications."""
 
 from __future__ import annotations
 
-START = 1_750_000_000.0
+from squid_mesh.testing import FakeClock
 
+START = FakeClock.START
 
-class FakeClock:
-    """Callable epoch-seconds clock; ``advance`` moves it forward."""
-
-    def __init__(self, start: float = START) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> float:
-        self.now += seconds
-        return self.now
+__all__ = ["START", "FakeClock"]

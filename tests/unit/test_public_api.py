@@ -48,6 +48,8 @@ PUBLIC = sorted(
         "ParentView",
         "QueueLimits",
         "QueueStats",
+        "ScheduleView",
+        "WorkerSeen",
         "PayloadError",
         "ReplayRefusedError",
         "Problem",
