@@ -1,4 +1,4 @@
-# make test  - lint, type-check and run the whole suite (SQLite and Postgres)
+# make test  - lint, type-check, the whole suite (SQLite and Postgres), docs site, package check
 # make demo  - the example host app's smoke check on SQLite: every workflow to its expected end
 # make bench - the benchmarks of docs/performance.md (SQLite and Postgres, about 8 minutes)
 # Both create .venv with Python >= 3.11 and install what they need on a fresh machine.
@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest demo bench clean
+.PHONY: test lint typecheck pytest docs package demo bench clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "squid-mesh needs Python >= 3.11 on PATH"; exit 1; }
@@ -19,8 +19,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff format --check src tests examples benchmarks
-	$(BIN)/ruff check src tests examples benchmarks
+	$(BIN)/ruff format --check src tests examples benchmarks docs/_griffe
+	$(BIN)/ruff check src tests examples benchmarks docs/_griffe
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src
@@ -28,7 +28,15 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-test: lint typecheck pytest
+test: lint typecheck pytest docs package
+
+# The documentation site (mkdocs-material, API reference from the docstrings), strict.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir build/site
+
+# Wheel and sdist built, the wheel installed into a fresh venv, the README example run from it.
+package: $(STAMP)
+	PYTHON=$(BIN)/python bash .ci/check-package
 
 demo: $(STAMP)
 	cd examples/minimal_host_app && ../../$(BIN)/python -m host_app smoke

@@ -63,7 +63,7 @@ from squid_mesh.read.snapshot import (
     StepView,
 )
 
-__version__ = "0.1.0.dev0"
+__version__ = "0.1.0"
 
 from squid_mesh.worker import Worker
 
