@@ -11,7 +11,6 @@ once while work keeps coming, then backing off up to ``poll_interval``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import queue as queue_mod
@@ -23,7 +22,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from squid_mesh.definition.triggers import Cron
 from squid_mesh.engine.entropy import to_seconds
@@ -32,6 +31,9 @@ from squid_mesh.engine.options import check_queue, check_text
 from squid_mesh.engine.results import Claim
 from squid_mesh.errors import InvalidOptionError, SquidMeshError
 from squid_mesh.mesh import Mesh
+
+if TYPE_CHECKING:
+    import asyncio
 
 logger = logging.getLogger("squid_mesh.worker")
 
@@ -148,6 +150,8 @@ class Worker:
             raise RuntimeError("this Worker was started already; create a new one")
         self._started = True
         if self._has_async:
+            import asyncio  # only a worker with async steps needs it (import time)
+
             self._loop = asyncio.new_event_loop()
             self._spawn("loop", self._loop.run_forever)
         for i, owner in enumerate(self._owners):
@@ -247,6 +251,8 @@ class Worker:
         Example:
             >>> task = asyncio.create_task(worker.serve())  # doctest: +SKIP
         """
+        import asyncio
+
         self.start()
         try:
             await asyncio.to_thread(self._stop_requested.wait)

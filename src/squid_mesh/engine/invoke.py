@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextvars
 import json
 import threading
 import traceback
 from collections.abc import Mapping
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from squid_mesh.definition.outcomes import Fail, Retry
 from squid_mesh.definition.workflow import Step
 from squid_mesh.engine.context import StepContext
 from squid_mesh.engine.planner import StepResult
 from squid_mesh.errors import redact
+
+if TYPE_CHECKING:
+    import asyncio
 
 _MAX_MESSAGE = 2_000
 _MAX_TRACE = 4_000
@@ -72,6 +73,9 @@ def exception_error(exc: BaseException) -> dict[str, Any]:
 def _call(step: Step, step_input: dict[str, Any], ctx: StepContext) -> Any:
     if not step.is_async:
         return step.fn(step_input, ctx)
+    # Loaded on the first async step: asyncio is a third of `import squid_mesh` otherwise.
+    import asyncio
+
     loop = step_loop.get()
     if loop is not None:
         return _on_loop(loop, step.fn(step_input, ctx))
@@ -103,6 +107,8 @@ def _on_loop(loop: asyncio.AbstractEventLoop, coro: Any) -> Any:
     The context carries the current span, so child runs an async step starts join its trace
     (``run_coroutine_threadsafe`` would run it in the loop's own context instead).
     """
+    import concurrent.futures
+
     done: concurrent.futures.Future[Any] = concurrent.futures.Future()
     context = contextvars.copy_context()
 
