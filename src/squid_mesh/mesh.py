@@ -607,7 +607,10 @@ class Mesh:
         finally:
             self._engine.store.close()
             while self._on_close:
-                self._on_close.pop()()
+                try:
+                    self._on_close.pop()()
+                except Exception:  # one failing cleanup must not keep the others from running
+                    logger.warning("a cleanup at close failed", exc_info=True)
 
     def __enter__(self) -> Mesh:
         return self

@@ -129,22 +129,31 @@ class PayloadSchema:
 
 
 def _json_object(workflow: str, payload: Mapping[str, Any]) -> dict[str, Any]:
-    # json.dumps would turn a nested {0: ...} into {"0": ...}: the run would hold another payload
-    # than the one given. Refused instead, naming where (a loop: no depth limit to hit here).
-    stack: list[tuple[str, Any]] = [("", payload)]
+    try:
+        loaded = dict(json.loads(json.dumps(payload, allow_nan=False)))
+    except (TypeError, ValueError) as exc:
+        raise PayloadError(workflow, {"<payload>": f"must be JSON-serialisable ({exc})"}) from None
+    except RecursionError:
+        raise PayloadError(workflow, {"<payload>": "is nested too deeply"}) from None
+    if loaded != payload:
+        # json.dumps turned a nested {0: ...} into {"0": ...} (or a tuple into a list): the run
+        # would hold another payload than the one given. A non-string key is refused.
+        where = _non_string_key(payload)
+        if where is not None:
+            raise PayloadError(workflow, {where: "keys must be strings"})
+    return loaded
+
+
+def _non_string_key(payload: Mapping[str, Any]) -> str | None:
+    """Where the first non-string key is (a loop: no depth limit), or ``None``."""
+    stack: list[tuple[tuple[Any, ...], Any]] = [((), payload)]
     while stack:
         path, value = stack.pop()
         if isinstance(value, Mapping):
             for key, item in value.items():
                 if not isinstance(key, str):
-                    where = f"{path}.{key!r}" if path else repr(key)
-                    raise PayloadError(workflow, {where: "keys must be strings"})
-                stack.append((f"{path}.{key}" if path else key, item))
+                    return ".".join(map(str, (*path, repr(key))))
+                stack.append(((*path, key), item))
         elif isinstance(value, list | tuple):
-            stack.extend((f"{path}[{i}]", item) for i, item in enumerate(value))
-    try:
-        return dict(json.loads(json.dumps(payload, allow_nan=False)))
-    except (TypeError, ValueError) as exc:
-        raise PayloadError(workflow, {"<payload>": f"must be JSON-serialisable ({exc})"}) from None
-    except RecursionError:
-        raise PayloadError(workflow, {"<payload>": "is nested too deeply"}) from None
+            stack.extend(((*path, i), item) for i, item in enumerate(value))
+    return None

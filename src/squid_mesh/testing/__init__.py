@@ -33,6 +33,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from squid_mesh.definition.workflow import Workflow
 from squid_mesh.engine.entropy import SeededEntropy
@@ -132,20 +133,33 @@ def mesh_for_tests(
         url, drop = _fresh_schema(url)
         cleanups.append(drop)
     entropy = None if seed is None else SeededEntropy(seed)
-    mesh = connect(url, workflows=workflows, clock=clock, entropy=entropy, **options)
+    try:
+        mesh = connect(url, workflows=workflows, clock=clock, entropy=entropy, **options)
+    except BaseException:
+        for cleanup in cleanups:
+            cleanup()
+        raise
     mesh._on_close.extend(cleanups)
-    mesh.migrate()
+    try:
+        mesh.migrate()
+    except BaseException:
+        mesh.close()  # drops the schema or the folder too
+        raise
     return mesh
 
 
 def _fresh_schema(url: str) -> tuple[str, Callable[[], None]]:
     import psycopg
 
-    schema = f"squid_mesh_test_{secrets.token_hex(6)}"
+    schema = f"squid_mesh_test_{secrets.token_hex(6)}"  # generated: nothing to quote
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
-    joiner = "&" if "?" in url else "?"
-    scoped = f"{url}{joiner}options=-csearch_path%3D{schema}"
+    # The URL's own options (a statement_timeout, say) stay, with the search_path added.
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "options"]
+    given = dict(parse_qsl(parts.query)).get("options", "")
+    query.append(("options", f"{given} -c search_path={schema}".strip()))
+    scoped = urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
 
     def drop() -> None:
         with psycopg.connect(url, autocommit=True) as conn:
@@ -169,7 +183,8 @@ def drain(
     (and a ``clock``), when nothing is visible the clock jumps to the next due attempt (a retry's
     backoff, a durable wait, an expired lease) and draining goes on, so no test sleeps. ``until``:
     stop once this run id has finished, or once ``until(mesh)`` is true. Raises ``RuntimeError``
-    after ``max_steps`` (a workflow that never ends).
+    after ``max_steps`` (a workflow that never ends), or when attempts are due but cannot be
+    claimed (another owner's claim, an exhausted queue limit). The clock must be the mesh's.
 
     Example:
         >>> drain(mesh, until=run.id, clock=clock, advance=True)  # doctest: +SKIP
@@ -177,8 +192,10 @@ def drain(
     """
     if advance and clock is None:
         raise InvalidOptionError("advance", "needs the FakeClock the mesh was connected with")
-    done = _stop_condition(until)
     engine = mesh._engine
+    if clock is not None and engine.clock is not clock:
+        raise InvalidOptionError("clock", "must be the clock the mesh was connected with")
+    done = _stop_condition(until)
     ran = 0
     while not done(mesh):
         mesh.cron_tick()
@@ -187,23 +204,35 @@ def drain(
             while stats.visible and mesh.execute_next(owner_id=owner_id, queue=queue):
                 progressed = True
                 ran += 1
-                if ran >= max_steps:
-                    raise RuntimeError(f"drain: still running after {max_steps} steps")
                 if done(mesh):
                     return ran
+                if ran >= max_steps:
+                    raise RuntimeError(f"drain: still running after {max_steps} steps")
         if progressed:
             continue
         if not advance or clock is None:
             break
-        due = [
-            at
-            for queue in mesh.queue_stats()
-            if (at := engine.store.next_due(queue, engine.wf_keys())) is not None
-        ]
+        due = [at for queue in mesh.queue_stats() if (at := _next_claim(mesh, queue)) is not None]
         if not due:
-            break
-        clock.set(max(min(due), clock.now))
+            break  # nothing left but gates, or nothing at all
+        if min(due) <= clock.now:
+            raise RuntimeError(
+                "drain: attempts are due but none could be claimed (a claim another owner "
+                "holds, or a queue limit that time does not lift)"
+            )
+        # Cron slots before the next attempt fire on their own slot, as in production.
+        slots = [s.next_fire.timestamp() for s in mesh.schedules()]
+        clock.set(min([*due, *(t for t in slots if clock.now < t < min(due))]))
     return ran
+
+
+def _next_claim(mesh: Mesh, queue: str) -> float | None:
+    """When the queue may next yield a claim here: its next due attempt, or its limit's refill."""
+    engine = mesh._engine
+    blocked = engine.blocked_until(queue)
+    if blocked > engine.clock():
+        return blocked
+    return engine.store.next_due(queue, engine.wf_keys())
 
 
 def _stop_condition(until: str | Callable[[Mesh], bool] | None) -> Callable[[Mesh], bool]:

@@ -31,9 +31,19 @@ DATABASE_SETTING = "SQUID_MESH_TEST_DATABASE_URL"
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    """A fresh :class:`~squid_mesh.testing.FakeClock` at ``FakeClock.START``."""
+def squid_mesh_clock() -> FakeClock:
+    """The fake clock of the ``mesh`` fixture (at ``FakeClock.START``)."""
     return FakeClock()
+
+
+@pytest.fixture
+def clock(squid_mesh_clock: FakeClock) -> FakeClock:
+    """The ``mesh`` fixture's :class:`~squid_mesh.testing.FakeClock`.
+
+    A host whose own ``clock`` fixture means something else keeps it: ``mesh`` uses
+    ``squid_mesh_clock``, which this is an alias of.
+    """
+    return squid_mesh_clock
 
 
 @pytest.fixture
@@ -43,9 +53,9 @@ def squid_mesh_workflows() -> Sequence[Workflow]:
 
 
 @pytest.fixture
-def mesh(squid_mesh_workflows: Sequence[Workflow], clock: FakeClock) -> Iterator[Mesh]:
-    """A migrated mesh on a fresh database, on the ``clock`` fixture's time; closed afterwards."""
+def mesh(squid_mesh_workflows: Sequence[Workflow], squid_mesh_clock: FakeClock) -> Iterator[Mesh]:
+    """A migrated mesh on a fresh database, on ``squid_mesh_clock``'s time; closed afterwards."""
     with mesh_for_tests(
-        squid_mesh_workflows, url=os.environ.get(DATABASE_SETTING) or None, clock=clock
+        squid_mesh_workflows, url=os.environ.get(DATABASE_SETTING) or None, clock=squid_mesh_clock
     ) as made:
         yield made

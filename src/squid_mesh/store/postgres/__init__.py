@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -87,7 +88,8 @@ _PLANNER = "-c enable_sort=off -c enable_bitmapscan=off"
 def _options(conninfo: str) -> str:
     """Our planner settings after the URL's own ``options`` (``-csearch_path=...``, say).
 
-    Passing ``options`` as a connection argument replaces the URL's: both are kept instead.
+    Passing ``options`` as a connection argument replaces the URL's (and ``PGOPTIONS``): those
+    are kept instead.
     """
     from psycopg.conninfo import conninfo_to_dict
 
@@ -95,6 +97,8 @@ def _options(conninfo: str) -> str:
         given = str(conninfo_to_dict(conninfo).get("options") or "")
     except Exception:  # an unparseable URL fails at connect, with the store's own message
         given = ""
+    # libpq reads PGOPTIONS only when no options are passed: keep it too.
+    given = given or os.environ.get("PGOPTIONS", "")
     return f"{given} {_PLANNER}".strip()
 
 
