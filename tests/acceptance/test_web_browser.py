@@ -19,6 +19,7 @@ import pytest
 
 import squid_mesh as sm
 from squid_mesh import web
+from tests.support.databases import unavailable
 from tests.support.web import TOKEN, LiveServer, console_workflows
 
 pytestmark = pytest.mark.slow
@@ -29,13 +30,10 @@ CHROMIUM = os.environ.get("SQUID_MESH_CHROMIUM") or shutil.which("chromium") or 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
-        message = (
+        unavailable(
             f"Chromium not found at {CHROMIUM}: apt-get install chromium (or set "
             "SQUID_MESH_CHROMIUM) to run the browser tests"
         )
-        if os.environ.get("CI") == "true":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import count
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -34,18 +35,22 @@ def _url_for(dbname: str) -> str:
     return f"{base.rsplit('/', 1)[0]}/{dbname}"
 
 
+def unavailable(message: str) -> NoReturn:
+    """Skip with ``message`` on a laptop; fail under CI=true, where nothing may be skipped."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
 def require_postgres() -> None:
     """Skip (or, under CI=true, fail) when Postgres is unreachable."""
     try:
         conn = _admin()
     except Exception as exc:  # any failure to connect means "not available"
-        message = (
+        unavailable(
             f"PostgreSQL not reachable at {ADMIN_URL.split('@')[-1]} ({type(exc).__name__}); "
             "start it or set SQUID_MESH_TEST_PG_URL to run the Postgres half of the suite"
         )
-        if os.environ.get("CI") == "true":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
     conn.close()  # type: ignore[attr-defined]
 
 
