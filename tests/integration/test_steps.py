@@ -164,8 +164,17 @@ def test_step_returning_none_merges_nothing(make_mesh: MeshFactory) -> None:
 
 @pytest.mark.parametrize(
     "returned",
-    [[1, 2], "text", 42, {1: "int key"}, {"x": object()}, {"x": float("nan")}, {"x": {1, 2}}],
-    ids=["list", "str", "int", "int-key", "object", "nan", "set"],
+    [
+        [1, 2],
+        "text",
+        42,
+        {1: "int key"},
+        {"x": {2: "nested int key"}},
+        {"x": object()},
+        {"x": float("nan")},
+        {"x": {1, 2}},
+    ],
+    ids=["list", "str", "int", "int-key", "nested-int-key", "object", "nan", "set"],
 )
 def test_invalid_output_fails_with_invalid_output(make_mesh: MeshFactory, returned: Any) -> None:
     wf = sm.Workflow("bad_output", version="1")

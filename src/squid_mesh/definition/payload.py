@@ -138,13 +138,13 @@ def _json_object(workflow: str, payload: Mapping[str, Any]) -> dict[str, Any]:
     if loaded != payload:
         # json.dumps turned a nested {0: ...} into {"0": ...} (or a tuple into a list): the run
         # would hold another payload than the one given. A non-string key is refused.
-        where = _non_string_key(payload)
+        where = non_string_key(payload)
         if where is not None:
             raise PayloadError(workflow, {where: "keys must be strings"})
     return loaded
 
 
-def _non_string_key(payload: Mapping[str, Any]) -> str | None:
+def non_string_key(payload: Mapping[str, Any]) -> str | None:
     """Where the first non-string key is (a loop: no depth limit), or ``None``."""
     stack: list[tuple[tuple[Any, ...], Any]] = [((), payload)]
     while stack:

@@ -11,6 +11,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from squid_mesh.definition.outcomes import Fail, Retry
+from squid_mesh.definition.payload import non_string_key
 from squid_mesh.definition.workflow import Step
 from squid_mesh.engine.context import StepContext
 from squid_mesh.engine.planner import StepResult
@@ -140,7 +141,12 @@ def _check_output(step: Step, returned: Any) -> StepResult:
             }
         )
     try:
-        return StepResult(output=json.loads(json.dumps(dict(returned), allow_nan=False)))
+        output = json.loads(json.dumps(dict(returned), allow_nan=False))
+        # As for payloads: a nested non-string key would come back as a string; refused instead.
+        where = None if output == returned else non_string_key(returned)
+        if where is not None:
+            raise ValueError(f"{where}: keys must be strings")
+        return StepResult(output=output)
     except (TypeError, ValueError) as exc:
         return StepResult(
             error={
