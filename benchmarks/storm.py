@@ -249,7 +249,9 @@ class Storm:
         self.workers.revive_dead()
 
 
-def run_storm(store: str, runs: int, seed: int = 1, limit: float = 600.0) -> Figures:
+def run_storm(
+    store: str, runs: int, seed: int = 1, limit: float = 600.0, drain_limit: float = 600.0
+) -> Figures:
     """The storm; returns its figures (lost, duplicates, counter error, anomalies must be 0)."""
     cluster = PrivateCluster() if store == "postgres" else None
     folder = Path(tempfile.mkdtemp(prefix="squid-mesh-storm-"))
@@ -269,6 +271,7 @@ def run_storm(store: str, runs: int, seed: int = 1, limit: float = 600.0) -> Fig
         workers = Workers(url, 4 if store == "sqlite" else 2, folder)
         storm = Storm(url, workers, cluster, seed)
         began = time.monotonic()
+        left = -1
         try:
             while time.monotonic() - began < limit:
                 left = storm.observe()
@@ -279,11 +282,22 @@ def run_storm(store: str, runs: int, seed: int = 1, limit: float = 600.0) -> Fig
                 storm.strike()
                 time.sleep(0.05)
             elapsed = time.monotonic() - began
+            # Past the time limit the strikes stop and the workers finish what is left: a run
+            # still open then is lost; one finished now was only late (a slow machine).
+            unfinished = storm.observe()
+            calm = time.monotonic()
+            while unfinished != 0 and time.monotonic() - calm < drain_limit:
+                time.sleep(0.5)
+                workers.revive_dead()
+                unfinished = storm.observe()
+            calm_drain = time.monotonic() - calm
         finally:
             workers.stop()
         figures = _check(
             url, runs, elapsed, storm.kills, workers.started, storm.crashes, storm.recoveries
         )
+        figures["unfinished_at_limit"] = float(max(left, 0)) if elapsed >= limit else 0.0
+        figures["calm_drain_s"] = calm_drain
         # No "database is locked" (or any other store error) may reach a worker's log.
         logs = "".join(f.read_text(errors="replace") for f in folder.glob("worker-*.log"))
         figures["locked_errors"] = float(logs.count("database is locked"))
@@ -350,9 +364,14 @@ def main() -> None:
     parser.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--runs", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--limit", type=float, default=3600.0, help="give up after this many s")
+    parser.add_argument(
+        "--limit", type=float, default=3600.0, help="strike for at most this many s"
+    )
+    parser.add_argument(
+        "--drain-limit", type=float, default=600.0, help="then let workers finish for this many s"
+    )
     args = parser.parse_args()
-    figures = run_storm(args.store, args.runs, args.seed, args.limit)
+    figures = run_storm(args.store, args.runs, args.seed, args.limit, args.drain_limit)
     for k, v in figures.items():
         print(
             f"{k:18} {v:,.3f}"
