@@ -22,7 +22,8 @@ PARAMS = {
 # Postgres reads a run with its attempts and writes a whole command in one statement each, where
 # SQLite (in-process, no round trips) uses one plain statement per table.
 SQLITE_ONLY = {"load_attempts", "update_run", "insert_fact", "upsert_attempt", "next_claimable"}
-POSTGRES_ONLY = {"save_run", "next_claimable_run"}
+# The Django store sets squid-mesh's planner settings per transaction on borrowed connections.
+POSTGRES_ONLY = {"save_run", "next_claimable_run", "planner_for_squid_mesh", "planner_for_host"}
 DIFFERENT_PARAMETERS = {"insert_run"}  # Postgres also takes the facts and attempts as JSON
 
 

@@ -1236,10 +1236,20 @@ class Engine:
         )
         tx.savepoint()
         outcome = run_step(step, attempt.input, ctx)
-        if outcome.ok:
-            tx.release_savepoint()
-        else:
+        if not outcome.ok:
             tx.rollback_to_savepoint()
+        elif not tx.release_savepoint():
+            # Recording success over writes that were undone would claim work that never
+            # happened: the attempt fails instead, and is retried under the step's policy.
+            outcome = planner.StepResult(
+                error=planner.engine_error(
+                    "step_writes_rolled_back",
+                    f"step {step.name!r} returned, but its database writes had been marked for "
+                    "rollback (a database error inside the step was caught outside an atomic "
+                    "block of its own); they were undone",
+                ),
+                retryable=True,
+            )
         return outcome
 
     def release_held(self, owners: Sequence[str] | None = None) -> int:

@@ -151,8 +151,13 @@ class Tx(Protocol):
         the transaction goes on.
         """
 
-    def release_savepoint(self) -> None:
-        """Keep the writes made since :meth:`savepoint`."""
+    def release_savepoint(self) -> bool:
+        """Keep the writes made since :meth:`savepoint`; whether they were kept.
+
+        ``False`` when the host's database layer had marked them for rollback (Django does so
+        when a database error inside the step was caught outside an ``atomic`` block of its
+        own): they were undone instead, and the transaction goes on.
+        """
 
     def rollback_to_savepoint(self) -> None:
         """Undo the writes made since :meth:`savepoint`."""

@@ -207,9 +207,10 @@ class SqlTx:
         """See :meth:`squid_mesh.store.base.Tx.savepoint`."""
         self.command("savepoint")
 
-    def release_savepoint(self) -> None:
-        """See :meth:`squid_mesh.store.base.Tx.savepoint`."""
+    def release_savepoint(self) -> bool:
+        """See :meth:`squid_mesh.store.base.Tx.release_savepoint`."""
         self.command("release_savepoint")
+        return True
 
     def rollback_to_savepoint(self) -> None:
         """See :meth:`squid_mesh.store.base.Tx.savepoint`."""

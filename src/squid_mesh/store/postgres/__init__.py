@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -100,6 +100,20 @@ def _options(conninfo: str) -> str:
     # libpq reads PGOPTIONS only when no options are passed: keep it too.
     given = given or os.environ.get("PGOPTIONS", "")
     return f"{given} {_PLANNER}".strip()
+
+
+def translated_error(psycopg: Any, exc: Exception, where: str) -> Exception:
+    """A psycopg error as the engine knows it: :class:`Conflict` for a lost race.
+
+    A stale revision (the journal's primary key), a serialization failure or a deadlock is a
+    race the engine retries; anything else is a :class:`StoreError` that names ``where``.
+    """
+    errors = psycopg.errors
+    if isinstance(exc, errors.UniqueViolation) and exc.diag.table_name == "squid_mesh_facts":
+        return Conflict(str(exc))  # a stale revision: see SqlTx
+    if isinstance(exc, (errors.SerializationFailure, errors.DeadlockDetected)):
+        return Conflict(str(exc))
+    return StoreError(f"{where}: {type(exc).__name__}: {exc}")
 
 
 def _safe_url(conninfo: str) -> str:
@@ -199,7 +213,12 @@ class PostgresStore:
 
     def listen(self) -> PostgresListener:
         """A connection of its own, outside the pool, that LISTENs on channel ``squid_mesh``."""
-        return PostgresListener(self._psycopg, self._conninfo, self._url)
+        psycopg, conninfo = self._psycopg, self._conninfo
+
+        def connect() -> Any:
+            return psycopg.connect(conninfo, autocommit=True, connect_timeout=5)
+
+        return PostgresListener(psycopg, connect, self._url)
 
     @contextmanager
     def _transaction(self, setting: str | None) -> Iterator[SqlTx]:
@@ -211,17 +230,11 @@ class PostgresStore:
 
     @contextmanager
     def _translated(self) -> Iterator[None]:
-        errors = self._psycopg.errors
         try:
             yield
-        except errors.UniqueViolation as exc:
-            if exc.diag.table_name == "squid_mesh_facts":
-                raise Conflict(str(exc)) from None  # a stale revision: see SqlTx
-            raise StoreError(f"{self._url}: {type(exc).__name__}: {exc}") from exc
-        except (errors.SerializationFailure, errors.DeadlockDetected) as exc:
-            raise Conflict(str(exc)) from None
         except self._psycopg.Error as exc:
-            raise StoreError(f"{self._url}: {type(exc).__name__}: {exc}") from exc
+            error = translated_error(self._psycopg, exc, self._url)
+            raise error from (None if isinstance(error, Conflict) else exc)
 
     def migrate(self) -> list[str]:
         """Apply pending migrations under an advisory lock (concurrent migrators wait their turn)."""
@@ -241,9 +254,9 @@ class PostgresListener:
     what was announced while nobody listened.
     """
 
-    def __init__(self, psycopg: Any, conninfo: str, url: str) -> None:
+    def __init__(self, psycopg: Any, connect: Callable[[], Any], url: str) -> None:
         self._psycopg = psycopg
-        self._conninfo = conninfo
+        self._connect = connect
         self._url = url
         self._conn: Any = None
 
@@ -252,7 +265,7 @@ class PostgresListener:
         if self._conn is not None and not self._conn.closed:
             return True
         try:
-            self._conn = self._psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5)
+            self._conn = self._connect()
             self._conn.execute("LISTEN squid_mesh")
         except self._psycopg.Error:
             self.close()

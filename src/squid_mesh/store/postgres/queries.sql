@@ -419,3 +419,24 @@ SELECT owner, queue, count(*), max(lease_until),
 
 -- name: schedule_slots
 SELECT workflow, trigger, last_slot FROM squid_mesh_schedules;
+
+-- The Django store (store/django_db.py) borrows Django's connections, whose session settings
+-- belong to the host: squid-mesh's planner settings apply per transaction instead, and a
+-- transactional step's own queries run with the host's.
+
+-- name: planner_for_squid_mesh
+SELECT set_config('enable_sort', 'off', true), set_config('enable_bitmapscan', 'off', true);
+
+-- name: planner_for_host
+SELECT set_config(name, reset_val, true) FROM pg_settings
+ WHERE name IN ('enable_sort', 'enable_bitmapscan');
+
+-- name: begin_snapshot
+-- A read transaction begun on a borrowed connection in autocommit mode.
+BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;
+
+-- name: end_snapshot
+COMMIT;
+
+-- name: abort_snapshot
+ROLLBACK;

@@ -15,6 +15,13 @@ from squid_mesh.store.sql import SqlTx, apply_migrations
 _BUSY_TIMEOUT_MS = 30_000
 
 
+def translated_error(exc: sqlite3.Error, where: str) -> Exception:
+    """A sqlite3 error as the engine knows it: :class:`Conflict` for a stale revision."""
+    if isinstance(exc, sqlite3.IntegrityError) and "squid_mesh_facts" in str(exc):
+        return Conflict(str(exc))  # a stale revision: see SqlTx
+    return StoreError(f"{where}: {exc}")
+
+
 class SqliteStore:
     """A store in one SQLite file (or ``:memory:``).
 
@@ -89,14 +96,10 @@ class SqliteStore:
             try:
                 yield SqlTx(self._conn.cursor, self._queries, wf_keys_as_json=True)
                 cur.execute("COMMIT")
-            except sqlite3.IntegrityError as exc:
-                self._rollback(cur)
-                if "squid_mesh_facts" in str(exc):
-                    raise Conflict(str(exc)) from None  # a stale revision: see SqlTx
-                raise StoreError(f"{self.describe()}: {exc}") from exc
             except sqlite3.Error as exc:
                 self._rollback(cur)
-                raise StoreError(f"{self.describe()}: {exc}") from exc
+                error = translated_error(exc, self.describe())
+                raise error from (None if isinstance(error, Conflict) else exc)
             except BaseException:
                 self._rollback(cur)
                 raise

@@ -309,3 +309,13 @@ SELECT owner, queue, count(*), max(lease_until),
 
 -- name: schedule_slots
 SELECT workflow, trigger, last_slot FROM squid_mesh_schedules;
+
+-- name: begin_snapshot
+-- A read transaction begun on a borrowed connection (the Django store) in autocommit mode.
+BEGIN DEFERRED;
+
+-- name: end_snapshot
+COMMIT;
+
+-- name: abort_snapshot
+ROLLBACK;

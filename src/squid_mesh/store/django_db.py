@@ -1,0 +1,280 @@
+"""The Django store: squid-mesh's tables in a Django database, on Django's own connections.
+
+``open_store("django://default")`` gives a store that runs every statement on the calling
+thread's Django connection for that alias (SQLite or PostgreSQL with psycopg 3), with the same
+query catalogs as the plain stores. Write transactions are Django ``atomic`` blocks, so:
+
+* a ``transactional=True`` step's ORM writes join the transaction that records the step: both
+  commit, or neither does;
+* ``mesh.start()`` inside the host's own ``transaction.atomic()`` becomes a savepoint of it: the
+  run exists only if the host's transaction commits.
+
+Django owns the connections (their settings, their lifetime, their pool); this store only
+borrows the current thread's one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, cast
+
+from squid_mesh.errors import InvalidOptionError, StoreError
+from squid_mesh.store.base import Conflict
+from squid_mesh.store.queries import load_queries
+from squid_mesh.store.sql import SqlTx, apply_migrations
+
+_VENDORS = {"sqlite": "sqlite", "postgresql": "postgres"}
+
+
+class _RolledBack(Exception):
+    """Handed to a savepoint's ``atomic`` block to make it roll back."""
+
+
+class _AtomicSavepoints:
+    """A transactional step's savepoint as a nested Django ``atomic`` block.
+
+    Django's own bookkeeping (``needs_rollback``, ``on_commit`` callbacks of the step) stays
+    right only when the savepoint is one Django knows about.
+    """
+
+    _store: DjangoStore
+    _block: Any = None
+
+    def savepoint(self) -> None:
+        """See :meth:`squid_mesh.store.base.Tx.savepoint`."""
+        self._block = self._store.atomic()
+        self._block.__enter__()
+        if self._store.backend == "postgres":
+            # The step's own queries plan with the host's settings, not squid-mesh's.
+            cast(SqlTx, self).command("planner_for_host")
+
+    def release_savepoint(self) -> bool:
+        """See :meth:`squid_mesh.store.base.Tx.release_savepoint`."""
+        block, self._block = self._block, None
+        if self._store.connection().needs_rollback:
+            block.__exit__(_RolledBack, _RolledBack(), None)
+            return False
+        block.__exit__(None, None, None)
+        return True
+
+    def rollback_to_savepoint(self) -> None:
+        """See :meth:`squid_mesh.store.base.Tx.rollback_to_savepoint`."""
+        block, self._block = self._block, None
+        block.__exit__(_RolledBack, _RolledBack(), None)
+
+
+class _SqliteTx(_AtomicSavepoints, SqlTx):
+    pass
+
+
+def _postgres_tx() -> type[SqlTx]:
+    from squid_mesh.store.postgres import PostgresTx
+
+    class _PostgresTx(_AtomicSavepoints, PostgresTx):
+        pass
+
+    return _PostgresTx
+
+
+class DjangoStore:
+    """A store on the Django database ``alias`` (see the module's docstring).
+
+    SQLite needs ``DATABASES[alias]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"`` (Django >= 5.1)
+    so that a write transaction takes the write lock at its start, as squid-mesh's own SQLite
+    store does; PostgreSQL needs psycopg 3.
+    """
+
+    # As the plain stores: a write is guarded by the run's revision whatever was read before.
+    decides_on_cached_state = True
+
+    def __init__(self, alias: str) -> None:
+        try:
+            import django
+            from django.apps import apps
+            from django.conf import settings
+            from django.db import connections, transaction
+        except ImportError:
+            raise StoreError("django:// needs Django: pip install 'squid-mesh[django]'") from None
+        if not settings.configured:
+            raise StoreError(
+                f"django://{alias}: Django settings are not configured "
+                "(set DJANGO_SETTINGS_MODULE, or run under manage.py)"
+            )
+        if not apps.ready and not apps.loading:
+            django.setup()
+        if alias not in connections.settings:
+            known = ", ".join(sorted(connections.settings)) or "none"
+            raise InvalidOptionError(
+                "url", f"django://{alias}: no such alias in settings.DATABASES (it has: {known})"
+            )
+        self._alias = alias
+        self._connections = connections
+        self._transaction = transaction
+        conn = connections[alias]
+        vendor = _VENDORS.get(conn.vendor)
+        if vendor is None:
+            raise InvalidOptionError(
+                "url",
+                f"django://{alias}: a {conn.vendor} database; squid-mesh needs SQLite or "
+                "PostgreSQL",
+            )
+        self.backend = vendor
+        options = conn.settings_dict.get("OPTIONS") or {}
+        if vendor == "sqlite":
+            mode = str(options.get("transaction_mode") or "DEFERRED").upper()
+            if mode != "IMMEDIATE":
+                raise InvalidOptionError(
+                    f"DATABASES[{alias!r}]['OPTIONS']['transaction_mode']",
+                    f"is {mode}; squid-mesh on SQLite needs 'IMMEDIATE' (Django >= 5.1), or a "
+                    "write that follows a read may fail at once with 'database is locked'",
+                )
+            self._tx_class: type[SqlTx] = _SqliteTx
+            self._db_errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+        else:
+            from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+            if not is_psycopg3:
+                raise InvalidOptionError(
+                    f"DATABASES[{alias!r}]['ENGINE']",
+                    "runs on psycopg2; squid-mesh needs psycopg 3 (pip install 'psycopg[binary]')",
+                )
+            import psycopg
+
+            self._psycopg = psycopg
+            self._tx_class = _postgres_tx()
+            self._db_errors = (psycopg.Error,)
+        self._queries = load_queries(vendor)
+        name = conn.settings_dict.get("NAME") or ""
+        self._described = f"django://{alias} ({conn.vendor} {name})"
+
+    def describe(self) -> str:
+        """The alias, the vendor and the database name (never a password)."""
+        return self._described
+
+    def connection(self) -> Any:
+        """The calling thread's Django connection for the alias."""
+        return self._connections[self._alias]
+
+    def atomic(self) -> Any:
+        """A Django ``atomic`` block on the alias."""
+        return self._transaction.atomic(using=self._alias)
+
+    @contextmanager
+    def transaction(self) -> Iterator[SqlTx]:
+        """An ``atomic`` block: a transaction, or a savepoint inside the host's transaction."""
+        conn = self._usable_connection()
+        outer = not conn.in_atomic_block
+        with self._translated(conn), self.atomic():
+            tx = self._tx(conn)
+            if outer and self.backend == "postgres":
+                tx.command("planner_for_squid_mesh")
+            yield tx
+            if conn.needs_rollback:
+                # Django would roll back on leaving the block, silently: say so instead.
+                raise StoreError(
+                    f"{self.describe()}: the transaction was marked for rollback by the host"
+                )
+
+    def single_write(self) -> Any:
+        """A write transaction as any other."""
+        return self.transaction()
+
+    @contextmanager
+    def read_transaction(self) -> Iterator[SqlTx]:
+        """One snapshot for every read; inside the host's transaction, what the host sees."""
+        conn = self._usable_connection()
+        with self._translated(conn):
+            if conn.in_atomic_block:
+                yield self._tx(conn)
+                return
+            conn.ensure_connection()
+            # Django thinks the connection is in autocommit mode, and it is: this transaction is
+            # begun and ended here, and nothing of Django's runs inside it.
+            tx = self._tx(conn)
+            tx.command("begin_snapshot")
+            try:
+                if self.backend == "postgres":
+                    tx.command("planner_for_squid_mesh")
+                yield tx
+            except BaseException:
+                tx.command("abort_snapshot")
+                raise
+            tx.command("end_snapshot")
+
+    def might_have_due(self, queue: str, wf_keys: Sequence[str], now: float) -> bool:
+        """A look in a read transaction: it takes no write lock."""
+        with self.read_transaction() as tx:
+            return tx.has_due(queue, wf_keys, now)
+
+    def next_due(self, queue: str, wf_keys: Sequence[str]) -> float | None:
+        """A read transaction: idle workers never take a write lock."""
+        with self.read_transaction() as tx:
+            return tx.next_due(queue, wf_keys)
+
+    def listen(self) -> Any:
+        """PostgreSQL: a LISTEN connection of its own, made from the alias's settings."""
+        if self.backend != "postgres":
+            return None
+        from squid_mesh.store.postgres import PostgresListener
+
+        params = dict(self.connection().get_connection_params())
+        params.pop("cursor_factory", None)
+        psycopg = self._psycopg
+
+        def connect() -> Any:
+            return psycopg.connect(**{**params, "autocommit": True, "connect_timeout": 5})
+
+        return PostgresListener(psycopg, connect, self.describe())
+
+    def migrate(self) -> list[str]:
+        """Apply pending migrations in one transaction (as the plain stores do)."""
+        with self.transaction() as tx:
+            return apply_migrations(tx, self.backend)
+
+    def close(self) -> None:
+        """Nothing to release: Django owns the connections."""
+
+    def _tx(self, conn: Any) -> SqlTx:
+        tx = self._tx_class(
+            conn.connection.cursor, self._queries, wf_keys_as_json=self.backend == "sqlite"
+        )
+        tx._store = self  # type: ignore[attr-defined]
+        return tx
+
+    def _usable_connection(self) -> Any:
+        conn = self.connection()
+        if conn.errors_occurred and not conn.in_atomic_block:
+            # As Django does between requests: a connection that failed is checked, and
+            # replaced when the server went away (a restart, a failover).
+            conn.close_if_unusable_or_obsolete()
+        return conn
+
+    @contextmanager
+    def _translated(self, conn: Any) -> Iterator[None]:
+        from django.db import Error as DjangoError
+
+        try:
+            yield
+        except Conflict:
+            raise
+        except self._db_errors as exc:
+            error = self._translate(exc)
+            if not isinstance(error, Conflict):
+                conn.errors_occurred = True
+            raise error from exc
+        except DjangoError as exc:
+            conn.errors_occurred = True
+            raise StoreError(f"{self.describe()}: {type(exc).__name__}: {exc}") from exc
+
+    def _translate(self, exc: BaseException) -> Exception:
+        if self.backend == "sqlite":
+            from squid_mesh.store.sqlite import translated_error
+
+            assert isinstance(exc, sqlite3.Error)
+            return translated_error(exc, self.describe())
+        from squid_mesh.store.postgres import translated_error as translated_pg_error
+
+        assert isinstance(exc, Exception)
+        return translated_pg_error(self._psycopg, exc, self.describe())
