@@ -1,0 +1,1 @@
+"""``manage.py squid_mesh_worker``."""
