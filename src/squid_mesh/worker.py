@@ -275,7 +275,15 @@ class Worker:
 
     def _spawn(self, role: str, target: Any, *args: Any) -> threading.Thread:
         # Daemon threads: a step that never returns must not keep the process alive after stop.
-        thread = threading.Thread(target=target, args=args, name=f"squid-mesh-{role}", daemon=True)
+        store = self._engine.store
+
+        def body() -> None:
+            try:
+                target(*args)
+            finally:
+                store.release_thread()  # the Django store: this thread's connection
+
+        thread = threading.Thread(target=body, name=f"squid-mesh-{role}", daemon=True)
         thread.start()
         self._threads.append(thread)
         return thread

@@ -109,17 +109,16 @@ class PlaceOrderTests(ShopTestCase):
 class WorkerProcessTests(ShopTestCase):
     """``manage.py squid_mesh_worker`` as the host runs it: a process of its own."""
 
-    def worker(self, *args: str, delay: float = 0.0) -> subprocess.Popen[str]:
-        env = {
-            **os.environ,
-            "SHOP_DATABASE_URL": test_database_url(),
-            "SHOP_WAREHOUSE_DELAY": str(delay),
-            "PYTHONUNBUFFERED": "1",
-        }
+    def worker(self, *args: str, **env: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [sys.executable, "manage.py", "squid_mesh_worker", *args],
             cwd=HERE,
-            env=env,
+            env={
+                **os.environ,
+                "SHOP_DATABASE_URL": test_database_url(),
+                "PYTHONUNBUFFERED": "1",
+                **env,
+            },
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -133,7 +132,7 @@ class WorkerProcessTests(ShopTestCase):
 
     def test_a_worker_killed_inside_a_transactional_step_leaves_nothing_half_done(self) -> None:
         placed = self.place("book", 2)
-        doomed = self.worker("--lease", "2", "--name", "doomed", delay=60.0)
+        doomed = self.worker("--lease", "2", "--name", "doomed", SHOP_WAREHOUSE_DELAY="60")
         lines: list[str] = []
         reader = threading.Thread(target=lambda: lines.extend(doomed.stdout or ()), daemon=True)
         reader.start()
@@ -144,6 +143,21 @@ class WorkerProcessTests(ShopTestCase):
         finally:
             doomed.send_signal(signal.SIGKILL)
             doomed.wait(10)
+        self.assert_taken_over_and_reserved_once(placed)
+
+    def test_a_worker_that_dies_just_before_recording_the_step_leaves_nothing(self) -> None:
+        # squid-mesh's fault-injection hook: the process ends with os._exit(70) once the step's
+        # ORM writes and its completion are written, just before their one commit.
+        placed = self.place("book", 2)
+        doomed = self.worker(
+            "--lease", "2", "--name", "doomed", SQUID_MESH_CRASH_AT="record.before_commit"
+        )
+        out, _ = doomed.communicate(timeout=60)
+        self.assertEqual(doomed.returncode, 70, out)
+        self.assertIn("reserved 2 x book", out)
+        self.assert_taken_over_and_reserved_once(placed)
+
+    def assert_taken_over_and_reserved_once(self, placed: dict[str, Any]) -> None:
         self.assertEqual(Reservation.objects.count(), 0)
         self.assertEqual(Product.objects.get(sku="book").stock, 5)
         self.assertEqual(get_mesh().inspect_run(placed["run_id"]).status, "running")

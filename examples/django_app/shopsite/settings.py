@@ -34,13 +34,15 @@ def database(url: str) -> dict[str, Any]:
         }
     if url.startswith(("postgresql://", "postgres://")):
         parts = urlsplit(url)
+        name = parts.path.lstrip("/")
         return {
             "ENGINE": "django.db.backends.postgresql",
-            "NAME": parts.path.lstrip("/"),
+            "NAME": name,
             "USER": unquote(parts.username or ""),
             "PASSWORD": unquote(parts.password or ""),
             "HOST": parts.hostname or "",
             "PORT": str(parts.port or ""),
+            "TEST": {"NAME": f"{name}_test"},
         }
     raise ValueError("SHOP_DATABASE_URL: expected sqlite:///path.db or postgresql://...")
 

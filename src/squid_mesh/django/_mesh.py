@@ -31,3 +31,11 @@ def get_mesh() -> Mesh:
                 f"django://{config.database}", workflows=config.workflows, **config.options
             )
         return _built["mesh"]
+
+
+def forget_mesh() -> None:
+    """Drop the process's mesh: the next :func:`get_mesh` reads the settings again."""
+    with _lock:
+        mesh = _built.pop("mesh", None)
+    if mesh is not None:
+        mesh.close()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from django.apps import AppConfig
+from django.core.signals import setting_changed
 from django.db.models.signals import post_migrate
 
 
@@ -18,9 +20,20 @@ class SquidMeshConfig(AppConfig):  # type: ignore[misc]  # Django has no type hi
     def ready(self) -> None:
         """Hook squid-mesh's own migrations onto Django's ``migrate``."""
         post_migrate.connect(_migrate, sender=self, dispatch_uid="squid_mesh.migrate")
+        setting_changed.connect(_setting_changed, dispatch_uid="squid_mesh.setting_changed")
 
 
-def _migrate(sender: AppConfig, using: str, verbosity: int = 1, **_: Any) -> None:
+def _setting_changed(setting: str, **_: Any) -> None:
+    # override_settings(SQUID_MESH=...) in a host's tests: the mesh follows the new setting.
+    if setting == "SQUID_MESH":
+        from squid_mesh.django._mesh import forget_mesh
+
+        forget_mesh()
+
+
+def _migrate(
+    sender: AppConfig, using: str, verbosity: int = 1, stdout: Any = None, **_: Any
+) -> None:
     # squid-mesh's schema is plain .sql files of its own (store/*/migrations), versioned in its
     # own table: Django's migrate applies them to the configured database, and only there.
     from squid_mesh.django._settings import load
@@ -29,6 +42,7 @@ def _migrate(sender: AppConfig, using: str, verbosity: int = 1, **_: Any) -> Non
     if using != load().database:
         return
     store = open_store(f"django://{using}")
+    out = stdout or sys.stdout
     for version in store.migrate():
         if verbosity >= 1:
-            print(f"  Applying squid-mesh {version}... OK")
+            out.write(f"  Applying squid-mesh {version}... OK\n")

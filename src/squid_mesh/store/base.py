@@ -236,6 +236,9 @@ class Store(Protocol):
     def close(self) -> None:
         """Release connections."""
 
+    def release_thread(self) -> None:
+        """Release what the calling thread holds, as the thread ends (a Worker's threads do)."""
+
     def describe(self) -> str:
         """The store's URL without any password, for messages."""
 

@@ -236,6 +236,12 @@ class DjangoStore:
     def close(self) -> None:
         """Nothing to release: Django owns the connections."""
 
+    def release_thread(self) -> None:
+        """Close the calling thread's connection (the thread is ending: nobody else can)."""
+        conn = self.connection()
+        if not conn.in_atomic_block:
+            conn.close()
+
     def _tx(self, conn: Any) -> SqlTx:
         tx = self._tx_class(
             conn.connection.cursor, self._queries, wf_keys_as_json=self.backend == "sqlite"

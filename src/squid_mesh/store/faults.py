@@ -79,6 +79,10 @@ class FaultyStore:
         """See :meth:`Store.describe`."""
         return self._inner.describe()
 
+    def release_thread(self) -> None:
+        """See :meth:`Store.release_thread`."""
+        self._inner.release_thread()
+
     def close(self) -> None:
         """Close the wrapped store, if this wrapper owns it."""
         if self._owns:

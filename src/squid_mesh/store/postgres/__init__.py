@@ -241,6 +241,9 @@ class PostgresStore:
         with self.transaction() as tx:
             return apply_migrations(tx, "postgres")
 
+    def release_thread(self) -> None:
+        """Nothing: connections are the store's, not the thread's."""
+
     def close(self) -> None:
         """Close the pool."""
         self._pool.close()

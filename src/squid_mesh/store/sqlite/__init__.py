@@ -115,6 +115,9 @@ class SqliteStore:
         with self.transaction() as tx:
             return apply_migrations(tx, "sqlite")
 
+    def release_thread(self) -> None:
+        """Nothing: connections are the store's, not the thread's."""
+
     def close(self) -> None:
         """Close the connection."""
         with self._lock:

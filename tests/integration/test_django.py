@@ -1,0 +1,276 @@
+"""The Django store (``django://ALIAS``) and the ``squid_mesh.django`` app, on SQLite and Postgres.
+
+Django is configured once for the whole test process, with one alias per backend; each test
+points its alias at a fresh database and creates the ledger table the steps write through the
+ORM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+import squid_mesh as sm
+from squid_mesh.testing import FakeClock, drain
+from tests.support.databases import ADMIN_URL, database
+
+django = pytest.importorskip("django")
+
+from django.conf import settings  # noqa: E402
+from django.core.exceptions import ImproperlyConfigured  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.db import IntegrityError, connections, transaction  # noqa: E402
+from django.db.models import F  # noqa: E402
+from django.test import override_settings  # noqa: E402
+
+ALIASES = {"sqlite": "default", "postgres": "pg"}
+# The alias under test: the steps' ORM calls go there (a host with one database needs no using()).
+CURRENT = {"alias": "default"}
+Data = dict[str, Any]
+
+
+def _configure(folder: Path) -> None:
+    if settings.configured:
+        return
+    pg = urlsplit(ADMIN_URL)
+    sqlite_options = {"transaction_mode": "IMMEDIATE", "timeout": 30}
+    settings.configure(
+        DATABASES={
+            "default": {
+                "ENGINE": "django.db.backends.sqlite3",
+                "NAME": str(folder / "unused.db"),
+                "OPTIONS": sqlite_options,
+            },
+            "pg": {
+                "ENGINE": "django.db.backends.postgresql",
+                "NAME": "unused",
+                "USER": pg.username or "",
+                "HOST": pg.hostname or "",
+                "PORT": str(pg.port or ""),
+            },
+            # Django's default transaction mode: squid-mesh refuses it.
+            "deferred": {"ENGINE": "django.db.backends.sqlite3", "NAME": str(folder / "d.db")},
+        },
+        INSTALLED_APPS=["squid_mesh.django", "tests.support.django_ledger"],
+        USE_TZ=True,
+    )
+    django.setup()
+
+
+@pytest.fixture
+def alias(backend: str, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The backend's alias, on a fresh migrated database with the ledger table."""
+    _configure(tmp_path_factory.getbasetemp())
+    from tests.support.django_ledger.models import Entry
+
+    name = ALIASES[backend]
+    with database(backend, tmp_path) as url:
+        conn = connections[name]
+        conn.close()
+        conn.settings_dict["NAME"] = (
+            url.removeprefix("sqlite:///") if backend == "sqlite" else urlsplit(url).path[1:]
+        )
+        with conn.schema_editor() as editor:
+            editor.create_model(Entry)
+        CURRENT["alias"] = name
+        try:
+            yield name
+        finally:
+            connections.close_all()
+
+
+def entries() -> Any:
+    from tests.support.django_ledger.models import Entry
+
+    return Entry.objects.using(CURRENT["alias"])
+
+
+# Module level: SQUID_MESH["WORKFLOWS"] names it by its dotted path.
+ledger = sm.Workflow("ledger", version="1", payload={"key": sm.Field(str)})
+
+
+@ledger.step(transactional=True)
+def book(input: Data, ctx: sm.StepContext) -> Data:
+    entries().create(key=input["key"], amount=1)
+    counter, _ = entries().get_or_create(key="counter")
+    entries().filter(pk=counter.pk).update(amount=F("amount") + 1)
+    return {"booked": input["key"]}
+
+
+ledger.transition("book", to=sm.COMPLETE)
+
+
+def test_a_transactional_step_commits_its_orm_writes_with_its_completion(alias: str) -> None:
+    with sm.connect(f"django://{alias}", workflows=[ledger]) as mesh:
+        run = mesh.start("ledger", {"key": "a"})
+        assert not entries().filter(key="a").exists()
+        assert drain(mesh, until=run.id) == 1
+        assert mesh.inspect_run(run.id).status == "completed"
+        assert entries().get(key="a").amount == 1
+        assert entries().get(key="counter").amount == 1
+
+
+def test_a_step_that_fails_after_writing_leaves_none_of_its_writes(alias: str) -> None:
+    wf = sm.Workflow("flaky", version="1")
+
+    @wf.step(transactional=True, retry=sm.RetryPolicy(max_attempts=2, backoff=sm.Backoff.fixed(5)))
+    def write_then_fail(input: Data, ctx: sm.StepContext) -> Data:
+        entries().create(key=f"attempt-{ctx.attempt}")
+        if ctx.attempt == 1:
+            raise RuntimeError("the warehouse said no")
+        return {}
+
+    wf.transition("write_then_fail", to=sm.COMPLETE)
+    clock = FakeClock()
+    with sm.connect(f"django://{alias}", workflows=[wf], clock=clock) as mesh:
+        run = mesh.start("flaky", {})
+        drain(mesh, until=run.id, clock=clock, advance=True)
+        (step,) = mesh.inspect_run(run.id).steps
+        assert [a.status for a in step.attempts] == ["failed", "completed"]
+        assert step.attempts[0].error is not None
+        assert step.attempts[0].error["message"] == "the warehouse said no"
+    assert sorted(entries().values_list("key", flat=True)) == ["attempt-2"]
+
+
+def test_a_database_error_the_step_swallowed_fails_the_step(alias: str) -> None:
+    # Django marks the transaction for rollback when an ORM write fails inside it, even if the
+    # step catches the error: recording "completed" would claim writes that are undone.
+    entries().create(key="taken")
+    wf = sm.Workflow("swallow", version="1")
+
+    @wf.step(transactional=True, retry=sm.RetryPolicy(max_attempts=1))
+    def swallow(input: Data, ctx: sm.StepContext) -> Data:
+        entries().create(key="written-before")
+        with contextlib.suppress(IntegrityError):  # caught without an atomic block of its own
+            entries().create(key="taken")
+        return {"fine": True}
+
+    wf.transition("swallow", to=sm.COMPLETE)
+    with sm.connect(f"django://{alias}", workflows=[wf]) as mesh:
+        run = mesh.start("swallow", {})
+        drain(mesh, until=run.id)
+        snapshot = mesh.inspect_run(run.id)
+        assert snapshot.status == "failed"
+        assert snapshot.error is not None
+        assert snapshot.error["code"] == "step_writes_rolled_back"
+        assert "swallow" in snapshot.error["message"]
+    assert list(entries().values_list("key", flat=True)) == ["taken"]
+
+
+def test_a_start_inside_the_host_transaction_commits_or_rolls_back_with_it(alias: str) -> None:
+    with sm.connect(f"django://{alias}", workflows=[ledger]) as mesh:
+        with pytest.raises(RuntimeError), transaction.atomic(using=alias):
+            entries().create(key="host-write")
+            lost = mesh.start("ledger", {"key": "lost"})
+            assert mesh.inspect_run(lost.id).status == "running"  # the host sees its own write
+            raise RuntimeError("the host's request fails")
+        with pytest.raises(sm.RunNotFoundError):
+            mesh.inspect_run(lost.id)
+        assert not entries().exists()
+        assert mesh.list_runs().runs == ()
+
+        with transaction.atomic(using=alias):
+            kept = mesh.start("ledger", {"key": "kept"}, idempotency_key="k-1")
+            entries().create(key="host-write")
+        assert drain(mesh, until=kept.id) == 1
+        assert mesh.start("ledger", {"key": "kept"}, idempotency_key="k-1").id == kept.id
+    keys = sorted(entries().values_list("key", flat=True))
+    assert keys == ["counter", "host-write", "kept"]
+
+
+def test_worker_lanes_each_write_on_their_own_connection(alias: str) -> None:
+    runs = 40
+    with sm.connect(f"django://{alias}", workflows=[ledger]) as mesh:
+        ids = [mesh.start("ledger", {"key": f"k{i}"}).id for i in range(runs)]
+        worker = sm.Worker(mesh, concurrency=4, poll_interval=0.05)
+        worker.start()
+        try:
+            deadline = time.monotonic() + 60
+            while mesh.list_runs(status="completed", limit=runs).runs.__len__() < runs:
+                assert time.monotonic() < deadline, "the worker did not finish 40 runs in 60 s"
+                time.sleep(0.05)
+        finally:
+            worker.stop()
+        assert {mesh.inspect_run(i).status for i in ids} == {"completed"}
+    assert entries().get(key="counter").amount == runs
+    assert entries().exclude(key="counter").count() == runs
+    lanes = {t.name for t in threading.enumerate() if t.name.startswith("squid-mesh-")}
+    assert lanes == set(), f"worker threads left running: {lanes}"
+
+
+def test_a_sqlite_alias_without_immediate_transactions_is_refused(alias: str) -> None:
+    with pytest.raises(sm.InvalidOptionError, match=r"\['transaction_mode'\].*IMMEDIATE"):
+        sm.connect("django://deferred")
+    with pytest.raises(sm.InvalidOptionError, match=r"django://nope: no such alias"):
+        sm.connect("django://nope")
+    with pytest.raises(sm.InvalidOptionError, match=r"django://ALIAS"):
+        sm.connect("django://")
+
+
+def test_manage_py_migrate_creates_squid_meshs_tables(backend: str, tmp_path: Path) -> None:
+    _configure(tmp_path)
+    name = ALIASES[backend]
+    with database(backend, tmp_path, migrated=False) as url:
+        conn = connections[name]
+        conn.close()
+        conn.settings_dict["NAME"] = (
+            url.removeprefix("sqlite:///") if backend == "sqlite" else urlsplit(url).path[1:]
+        )
+        try:
+            with override_settings(SQUID_MESH={"DATABASE": name}):
+                out = io.StringIO()
+                call_command("migrate", database=name, verbosity=1, stdout=out)
+                assert "Applying squid-mesh 0001_initial... OK" in out.getvalue()
+                again = io.StringIO()
+                call_command("migrate", database=name, verbosity=1, stdout=again)
+                assert "squid-mesh" not in again.getvalue()  # nothing left to apply
+                with sm.connect(f"django://{name}") as mesh:
+                    assert mesh.list_runs().runs == ()
+        finally:
+            connections.close_all()
+
+
+def test_the_settings_name_what_is_wrong(alias: str) -> None:
+    from squid_mesh.django import get_mesh
+
+    cases = {
+        "SQUID_MESH\\['DATABSE'\\]: unknown key": {"DATABSE": alias},
+        "SQUID_MESH\\['DATABASE'\\]: 'nope' is not an alias": {"DATABASE": "nope"},
+        "SQUID_MESH\\['WORKFLOWS'\\]\\[0\\]: cannot import": {"WORKFLOWS": ["tests.nope.flow"]},
+        "SQUID_MESH\\['WORKFLOWS'\\]\\[0\\]: .* is not an sm.Workflow": {
+            "WORKFLOWS": ["tests.integration.test_django.book"]
+        },
+        "SQUID_MESH\\['OPTIONS'\\]\\['url'\\]: not an option": {"OPTIONS": {"url": "x"}},
+    }
+    for message, setting in cases.items():
+        with override_settings(SQUID_MESH=setting), pytest.raises(ImproperlyConfigured) as caught:
+            get_mesh()
+        assert caught.match(message), setting
+    config = {"DATABASE": alias, "WORKFLOWS": ["tests.integration.test_django.ledger"]}
+    with override_settings(SQUID_MESH=config):
+        mesh = get_mesh()
+        assert get_mesh() is mesh  # one per process
+        run = mesh.start("ledger", {"key": "from-settings"})
+        assert drain(mesh, until=run.id) == 1
+    with override_settings(SQUID_MESH={"DATABASE": alias}), pytest.raises(sm.UnknownWorkflowError):
+        get_mesh().start("ledger", {"key": "x"})  # the new setting has no workflows
+
+
+def test_the_worker_command_runs_the_configured_workflows(alias: str) -> None:
+    config = {"DATABASE": alias, "WORKFLOWS": ["tests.integration.test_django.ledger"]}
+    with override_settings(SQUID_MESH=config):
+        from squid_mesh.django import get_mesh
+
+        ids = [get_mesh().start("ledger", {"key": f"c{i}"}).id for i in range(3)]
+        out = io.StringIO()
+        call_command("squid_mesh_worker", "--max-idle", "0.3", "--concurrency", "2", stdout=out)
+        assert "executed 3 step(s)" in out.getvalue()
+        assert {get_mesh().inspect_run(i).status for i in ids} == {"completed"}
