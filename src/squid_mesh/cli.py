@@ -79,6 +79,13 @@ def _target(ctx: click.Context) -> tuple[str, str | None]:
     db, app = ctx.obj["db"], ctx.obj["app"]
     if not db:
         raise click.UsageError("Missing option '--db' (or SQUID_MESH_DATABASE_URL).")
+    if db.startswith("django://") and app:
+        # The host's workflows import its models: Django must be set up before --app loads.
+        from squid_mesh.store.django_db import setup_django
+
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        setup_django(db)
     return db, app
 
 

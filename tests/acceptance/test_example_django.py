@@ -18,7 +18,7 @@ import pytest
 from tests.support.databases import ADMIN_URL, _admin, require_postgres
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "django_app"
-EXPECTED_TESTS = 7
+EXPECTED_TESTS = 8
 
 pytestmark = pytest.mark.slow
 
@@ -69,3 +69,43 @@ def test_migrate_creates_the_shop_and_squid_mesh_tables(backend: str, db_url: st
     again = manage("migrate", "--noinput", database_url=db_url)
     assert again.returncode == 0, again.stderr
     assert "Applying" not in again.stdout
+
+
+def test_the_squid_mesh_command_works_on_the_django_database(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'shop.db'}"
+    assert manage("migrate", "--noinput", database_url=url).returncode == 0
+    started = manage(
+        "shell",
+        "-c",
+        "from squid_mesh.django import get_mesh; "
+        "print(get_mesh().start('fulfil_order', {'order_id': 7}).id)",
+        database_url=url,
+    )
+    assert started.returncode == 0, started.stderr
+    run_id = started.stdout.strip().splitlines()[-1]  # after what the shell says of itself
+    squid = [sys.executable, "-m", "squid_mesh.cli", "--db", "django://default"]
+    squid += ["--app", "orders.workflows:fulfil_order"]
+    env = {**os.environ, "SHOP_DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "shopsite.settings"}
+    explained = subprocess.run(
+        [*squid, "runs", "explain", run_id],
+        check=False,
+        cwd=EXAMPLE,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert explained.returncode == 0, explained.stderr
+    assert "waiting_for_worker" in explained.stdout
+    del env["DJANGO_SETTINGS_MODULE"]
+    refused = subprocess.run(
+        [*squid, "runs", "list"],
+        check=False,
+        cwd=EXAMPLE,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 1
+    assert "Django settings are not configured (set DJANGO_SETTINGS_MODULE" in refused.stderr

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 
 import squid_mesh as sm
 from squid_mesh.testing import FakeClock, drain
-from tests.support.databases import ADMIN_URL, database
+from tests.support.databases import ADMIN_URL, _admin, database
 
 django = pytest.importorskip("django")
 
@@ -109,13 +108,24 @@ ledger.transition("book", to=sm.COMPLETE)
 
 
 def test_a_transactional_step_commits_its_orm_writes_with_its_completion(alias: str) -> None:
-    with sm.connect(f"django://{alias}", workflows=[ledger]) as mesh:
-        run = mesh.start("ledger", {"key": "a"})
-        assert not entries().filter(key="a").exists()
+    committed: list[str] = []
+    wf = sm.Workflow("notify", version="1")
+
+    @wf.step(transactional=True)
+    def write(input: Data, ctx: sm.StepContext) -> Data:
+        entries().create(key=ctx.run_id)
+        transaction.on_commit(lambda: committed.append(ctx.run_id), using=CURRENT["alias"])
+        assert committed == []
+        return {}
+
+    wf.transition("write", to=sm.COMPLETE)
+    with sm.connect(f"django://{alias}", workflows=[wf]) as mesh:
+        run = mesh.start("notify", {})
+        assert not entries().filter(key=run.id).exists()
         assert drain(mesh, until=run.id) == 1
         assert mesh.inspect_run(run.id).status == "completed"
-        assert entries().get(key="a").amount == 1
-        assert entries().get(key="counter").amount == 1
+        assert entries().filter(key=run.id).exists()
+    assert committed == [run.id]  # the step's on_commit ran once the recording committed
 
 
 def test_a_step_that_fails_after_writing_leaves_none_of_its_writes(alias: str) -> None:
@@ -194,7 +204,7 @@ def test_worker_lanes_each_write_on_their_own_connection(alias: str) -> None:
         worker.start()
         try:
             deadline = time.monotonic() + 60
-            while mesh.list_runs(status="completed", limit=runs).runs.__len__() < runs:
+            while len(mesh.list_runs(status="completed", limit=runs).runs) < runs:
                 assert time.monotonic() < deadline, "the worker did not finish 40 runs in 60 s"
                 time.sleep(0.05)
         finally:
@@ -202,8 +212,6 @@ def test_worker_lanes_each_write_on_their_own_connection(alias: str) -> None:
         assert {mesh.inspect_run(i).status for i in ids} == {"completed"}
     assert entries().get(key="counter").amount == runs
     assert entries().exclude(key="counter").count() == runs
-    lanes = {t.name for t in threading.enumerate() if t.name.startswith("squid-mesh-")}
-    assert lanes == set(), f"worker threads left running: {lanes}"
 
 
 def test_a_sqlite_alias_without_immediate_transactions_is_refused(alias: str) -> None:
@@ -274,3 +282,37 @@ def test_the_worker_command_runs_the_configured_workflows(alias: str) -> None:
         call_command("squid_mesh_worker", "--max-idle", "0.3", "--concurrency", "2", stdout=out)
         assert "executed 3 step(s)" in out.getvalue()
         assert {get_mesh().inspect_run(i).status for i in ids} == {"completed"}
+
+
+@pytest.mark.parametrize("backend", ["postgres"])  # a server can drop a connection; a file cannot
+def test_a_connection_the_server_dropped_is_replaced(alias: str) -> None:
+    with sm.connect(f"django://{alias}", workflows=[ledger]) as mesh:
+        first = mesh.start("ledger", {"key": "before"})
+        with connections[alias].cursor() as cur:
+            cur.execute("SELECT pg_backend_pid()")
+            (pid,) = cur.fetchone()
+        with _admin() as admin:  # type: ignore[attr-defined]
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with pytest.raises(sm.StoreError, match=r"django://pg \(postgresql sm_test_"):
+            mesh.inspect_run(first.id)
+        # The next call checks the connection, finds it gone, and Django connects again.
+        assert mesh.inspect_run(first.id).status == "running"
+        second = mesh.start("ledger", {"key": "after"})
+        assert drain(mesh, until=second.id) == 2
+
+
+@pytest.mark.parametrize("backend", ["postgres"])  # SQLite has no notifications: workers poll
+def test_an_idle_worker_is_woken_by_a_start(alias: str) -> None:
+    with sm.connect(f"django://{alias}", workflows=[ledger]) as mesh:
+        # Idle pollers would sleep for a minute; a NOTIFY from the start wakes the worker.
+        worker = sm.Worker(mesh, poll_interval=60)
+        worker.start()
+        try:
+            time.sleep(0.5)  # the worker has looked, found nothing, and sleeps
+            run = mesh.start("ledger", {"key": "wake"})
+            deadline = time.monotonic() + 20
+            while mesh.inspect_run(run.id).status != "completed":
+                assert time.monotonic() < deadline, "the worker was not woken (no LISTEN?)"
+                time.sleep(0.05)
+        finally:
+            worker.stop()

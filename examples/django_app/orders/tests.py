@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from django.db import connection, transaction
-from django.test import TransactionTestCase
+from django.test import TestCase, TransactionTestCase
 
 import squid_mesh as sm
 from orders.models import Order, Product, Reservation
@@ -104,6 +104,20 @@ class PlaceOrderTests(ShopTestCase):
         self.assertEqual(statuses, ["confirmed", "rejected"])
         self.assertEqual(Product.objects.get(sku="book").stock, 2)
         self.assertEqual(Reservation.objects.count(), 1)
+
+
+class InsideTestCaseTests(TestCase):
+    """``TestCase`` wraps each test in a transaction: drain runs the steps inside it too."""
+
+    def test_an_order_is_confirmed_inside_the_test_transaction(self) -> None:
+        Product.objects.create(sku="pen", stock=1)
+        response = self.client.post(
+            "/orders", json.dumps({"sku": "pen", "quantity": 1}), "application/json"
+        )
+        run_id = response.json()["run_id"]
+        drain(get_mesh(), until=run_id)
+        self.assertEqual(Order.objects.get().status, "confirmed")
+        self.assertEqual(get_mesh().inspect_run(run_id).status, "completed")
 
 
 class WorkerProcessTests(ShopTestCase):

@@ -15,6 +15,7 @@ borrows the current thread's one.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -78,6 +79,23 @@ def _postgres_tx() -> type[SqlTx]:
     return _PostgresTx
 
 
+def setup_django(url: str) -> None:
+    """Make Django usable here: settings found (``DJANGO_SETTINGS_MODULE``), apps loaded."""
+    try:
+        import django
+        from django.apps import apps
+        from django.conf import settings
+    except ImportError:
+        raise StoreError("django:// needs Django: pip install 'squid-mesh[django]'") from None
+    if not settings.configured and not os.environ.get("DJANGO_SETTINGS_MODULE"):
+        raise StoreError(
+            f"{url}: Django settings are not configured "
+            "(set DJANGO_SETTINGS_MODULE, or run under manage.py)"
+        )
+    if not apps.ready and not apps.loading:
+        django.setup()
+
+
 class DjangoStore:
     """A store on the Django database ``alias`` (see the module's docstring).
 
@@ -90,20 +108,9 @@ class DjangoStore:
     decides_on_cached_state = True
 
     def __init__(self, alias: str) -> None:
-        try:
-            import django
-            from django.apps import apps
-            from django.conf import settings
-            from django.db import connections, transaction
-        except ImportError:
-            raise StoreError("django:// needs Django: pip install 'squid-mesh[django]'") from None
-        if not settings.configured:
-            raise StoreError(
-                f"django://{alias}: Django settings are not configured "
-                "(set DJANGO_SETTINGS_MODULE, or run under manage.py)"
-            )
-        if not apps.ready and not apps.loading:
-            django.setup()
+        setup_django(f"django://{alias}")
+        from django.db import connections, transaction
+
         if alias not in connections.settings:
             known = ", ".join(sorted(connections.settings)) or "none"
             raise InvalidOptionError(
