@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from squid_mesh.definition.schedule import next_slot
 from squid_mesh.definition.triggers import Cron
-from squid_mesh.definition.workflow import Workflow
+from squid_mesh.definition.workflow import Definition, Workflow
 from squid_mesh.engine.core import Engine
 from squid_mesh.engine.entropy import Clock, Entropy, SystemEntropy, to_epoch, to_seconds
 from squid_mesh.engine.options import check_queue
@@ -671,6 +671,8 @@ def connect(
         definitions.append(wf.definition())
     store = open_store(url, max_connections=max_connections)
     try:
+        if store.borrows_connections:
+            _refuse_async_transactional(definitions, store.describe())
         engine = Engine(
             store,
             definitions,
@@ -685,3 +687,16 @@ def connect(
         store.close()
         raise
     return mesh
+
+
+def _refuse_async_transactional(definitions: Sequence[Definition], where: str) -> None:
+    # An async step's database calls run on another thread (Django's sync_to_async, acreate),
+    # on another connection: outside the transaction that records the step.
+    for d in definitions:
+        for step in d.steps.values():
+            if step.transactional and step.is_async:
+                raise DefinitionError(
+                    f"workflow {d.name!r} step {step.name!r}: on {where} a transactional step "
+                    "must be a plain def; an async one would write on another connection, "
+                    "outside the transaction that records it"
+                )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -301,18 +302,131 @@ def test_a_connection_the_server_dropped_is_replaced(alias: str) -> None:
         assert drain(mesh, until=second.id) == 2
 
 
+def listening(alias: str) -> bool:
+    with connections[alias].cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND query = 'LISTEN squid_mesh'"
+        )
+        (found,) = cur.fetchone()
+    return bool(found)
+
+
 @pytest.mark.parametrize("backend", ["postgres"])  # SQLite has no notifications: workers poll
-def test_an_idle_worker_is_woken_by_a_start(alias: str) -> None:
-    with sm.connect(f"django://{alias}", workflows=[ledger]) as mesh:
-        # Idle pollers would sleep for a minute; a NOTIFY from the start wakes the worker.
+def test_an_idle_worker_is_woken_by_a_start_in_another_process(alias: str) -> None:
+    # Another mesh stands for another process: its start reaches the worker only by NOTIFY.
+    with (
+        sm.connect(f"django://{alias}", workflows=[ledger]) as mesh,
+        sm.connect(f"django://{alias}", workflows=[ledger]) as web,
+    ):
+        # An idle poller would sleep for a minute.
         worker = sm.Worker(mesh, poll_interval=60)
         worker.start()
         try:
-            time.sleep(0.5)  # the worker has looked, found nothing, and sleeps
-            run = mesh.start("ledger", {"key": "wake"})
+            # The worker listens on a connection of its own, made from the alias's settings.
+            deadline = time.monotonic() + 10
+            while not listening(alias):
+                assert time.monotonic() < deadline, "no connection runs LISTEN squid_mesh"
+                time.sleep(0.05)
+            run = web.start("ledger", {"key": "wake"})
             deadline = time.monotonic() + 20
-            while mesh.inspect_run(run.id).status != "completed":
+            while web.inspect_run(run.id).status != "completed":
                 assert time.monotonic() < deadline, "the worker was not woken (no LISTEN?)"
                 time.sleep(0.05)
         finally:
             worker.stop()
+
+
+@pytest.mark.parametrize("backend", ["postgres"])  # a failed SQLite statement aborts nothing
+def test_a_failed_statement_the_step_swallowed_fails_the_step(alias: str) -> None:
+    # No ORM bookkeeping here: a raw cursor's failed statement leaves the transaction in error.
+    wf = sm.Workflow("raw_swallow", version="1")
+
+    @wf.step(transactional=True, retry=sm.RetryPolicy(max_attempts=1))
+    def swallow(input: Data, ctx: sm.StepContext) -> Data:
+        entries().create(key="written-before")
+        with contextlib.suppress(Exception), connections[CURRENT["alias"]].cursor() as cur:
+            cur.execute("SELECT 1 / 0")
+        return {}
+
+    wf.transition("swallow", to=sm.COMPLETE)
+    with sm.connect(f"django://{alias}", workflows=[wf]) as mesh:
+        run = mesh.start("raw_swallow", {})
+        assert drain(mesh, until=run.id) == 1
+        snapshot = mesh.inspect_run(run.id)
+        assert snapshot.status == "failed"
+        assert (snapshot.error or {})["code"] == "step_writes_rolled_back"
+    assert not entries().exists()
+
+
+class Exit(BaseException):
+    """Stands for SystemExit in a step: the engine lets it through."""
+
+
+def test_a_step_that_exits_leaves_no_transaction_open(alias: str) -> None:
+    wf = sm.Workflow("exits", version="1")
+
+    @wf.step(transactional=True)
+    def leave(input: Data, ctx: sm.StepContext) -> Data:
+        entries().create(key="half")
+        raise Exit()
+
+    wf.transition("leave", to=sm.COMPLETE)
+    with sm.connect(f"django://{alias}", workflows=[ledger, wf]) as mesh:
+        run = mesh.start("exits", {})
+        with pytest.raises(Exit):
+            mesh.execute_next(owner_id="w")
+        conn = connections[alias]
+        assert not conn.in_atomic_block and conn.get_autocommit()
+        # What this thread writes next commits: another thread (connection) sees it.
+        after = mesh.start("ledger", {"key": "after"})
+        seen: list[str] = []
+
+        def look() -> None:
+            try:
+                with sm.connect(f"django://{alias}", workflows=[ledger, wf]) as other:
+                    seen.append(other.inspect_run(after.id).status)
+                    seen.append(other.inspect_run(run.id).steps[0].attempts[0].status)
+            finally:
+                connections.close_all()
+
+        looker = threading.Thread(target=look)
+        looker.start()
+        looker.join(30)
+        assert seen == ["running", "running"]  # the attempt stays claimed until its lease ends
+    assert not entries().exists()
+
+
+def test_async_transactional_steps_are_refused_on_a_django_store(alias: str) -> None:
+    wf = sm.Workflow("async_tx", version="1")
+
+    @wf.step(transactional=True)
+    async def write(input: Data, ctx: sm.StepContext) -> Data:
+        return {}
+
+    wf.transition("write", to=sm.COMPLETE)
+    with pytest.raises(
+        sm.DefinitionError, match=r"step 'write': on django://.* must be a plain def"
+    ):
+        sm.connect(f"django://{alias}", workflows=[wf])
+
+
+def test_the_hosts_manual_transaction_is_joined_not_broken(backend: str, alias: str) -> None:
+    # transaction.set_autocommit(False): the host runs its own transaction, without atomic.
+    with sm.connect(f"django://{alias}", workflows=[ledger]) as mesh:
+        transaction.set_autocommit(False, using=alias)
+        try:
+            if backend == "sqlite":
+                # Django's savepoint would be SQLite's outermost: released, it commits.
+                with pytest.raises(sm.StoreError, match=r"set_autocommit\(False\) on SQLite"):
+                    mesh.start("ledger", {"key": "manual"})
+                assert mesh.list_runs().runs == ()  # reads still work, inside the host's
+                return
+            run = mesh.start("ledger", {"key": "manual"})
+            assert mesh.inspect_run(run.id).status == "running"
+            assert [r.id for r in mesh.list_runs().runs] == [run.id]
+            transaction.rollback(using=alias)
+        finally:
+            transaction.set_autocommit(True, using=alias)
+        with pytest.raises(sm.RunNotFoundError):
+            mesh.inspect_run(run.id)

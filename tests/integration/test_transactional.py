@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator
 from typing import Any
@@ -198,3 +199,34 @@ def test_db_and_child_runs_outside_their_place_are_refused(make_mesh: MeshFactor
     assert mesh.inspect_run(run.id).status == sm.RunStatus.COMPLETED
     assert "exists only in steps declared transactional=True" in seen[0]
     assert "not available in a transactional step" in seen[1]
+
+
+@pytest.mark.parametrize("backend", ["postgres"])  # a failed SQLite statement aborts nothing
+def test_a_failed_statement_the_step_swallowed_fails_the_step(
+    make_mesh: MeshFactory, clock: FakeClock, ledger: Any
+) -> None:
+    # PostgreSQL refuses every statement after a failed one until a rollback: recording the step
+    # as completed is impossible, and retrying the whole recording would loop for ever.
+    wf = sm.Workflow("swallow", version="1")
+
+    @wf.step(transactional=True, retry=sm.RetryPolicy(max_attempts=2, backoff=sm.Backoff.fixed(1)))
+    def swallow(input: dict, ctx: sm.StepContext) -> dict:
+        ctx.db.execute(insert_sql(ctx.db), (ctx.run_id, f"swallow-{ctx.attempt}"))
+        if ctx.attempt == 1:
+            with contextlib.suppress(Exception):  # the step goes on as if nothing happened
+                ctx.db.execute("SELECT 1 / 0")
+        return {}
+
+    wf.transition("swallow", to=sm.COMPLETE)
+    mesh = make_mesh([wf])
+    run = mesh.start("swallow", {})
+    first = mesh.execute_next(owner_id="w")
+    assert first is not None and first.outcome == "retry_scheduled"
+    assert ledger() == []
+    clock.advance(1)
+    second = mesh.execute_next(owner_id="w")
+    assert second is not None and second.outcome == "completed"
+    (step,) = mesh.inspect_run(run.id).steps
+    assert [a.status for a in step.attempts] == ["failed", "completed"]
+    assert (step.attempts[0].error or {})["code"] == "step_writes_rolled_back"
+    assert ledger() == ["swallow-2"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import logging
@@ -1235,7 +1236,14 @@ class Engine:
             db=tx.host_cursor(),
         )
         tx.savepoint()
-        outcome = run_step(step, attempt.input, ctx)
+        try:
+            outcome = run_step(step, attempt.input, ctx)
+        except BaseException:
+            # SystemExit, KeyboardInterrupt: the savepoint is closed before the transaction
+            # rolls back, or a borrowed connection (Django's) would be left inside it.
+            with contextlib.suppress(Exception):
+                tx.rollback_to_savepoint()
+            raise
         if not outcome.ok:
             tx.rollback_to_savepoint()
         elif not tx.release_savepoint():
@@ -1244,9 +1252,9 @@ class Engine:
             outcome = planner.StepResult(
                 error=planner.engine_error(
                     "step_writes_rolled_back",
-                    f"step {step.name!r} returned, but its database writes had been marked for "
-                    "rollback (a database error inside the step was caught outside an atomic "
-                    "block of its own); they were undone",
+                    f"step {step.name!r} returned, but its database transaction had failed or "
+                    "was marked for rollback (a database error inside the step was caught "
+                    "outside a savepoint or atomic block of its own); its writes were undone",
                 ),
                 retryable=True,
             )

@@ -202,6 +202,8 @@ class Store(Protocol):
     """A database that holds journals and projections."""
 
     backend: str
+    borrows_connections: bool
+    """Whether the store runs on the host's own connections (Django's), one per thread."""
     decides_on_cached_state: bool
     """Whether recording a step may decide on the run as its claim left it, unread (see core)."""
 

@@ -48,22 +48,29 @@ class _AtomicSavepoints:
         self._block = self._store.atomic()
         self._block.__enter__()
         if self._store.backend == "postgres":
-            # The step's own queries plan with the host's settings, not squid-mesh's.
-            cast(SqlTx, self).command("planner_for_host")
+            try:
+                # The step's own queries plan with the host's settings, not squid-mesh's.
+                cast(SqlTx, self).command("planner_for_host")
+            except BaseException as exc:
+                self.rollback_to_savepoint(exc)
+                raise
 
     def release_savepoint(self) -> bool:
         """See :meth:`squid_mesh.store.base.Tx.release_savepoint`."""
-        block, self._block = self._block, None
-        if self._store.connection().needs_rollback:
-            block.__exit__(_RolledBack, _RolledBack(), None)
+        conn = self._store.connection()
+        if conn.needs_rollback or self._store.transaction_failed(conn):
+            self.rollback_to_savepoint()
             return False
+        block, self._block = self._block, None
         block.__exit__(None, None, None)
         return True
 
-    def rollback_to_savepoint(self) -> None:
+    def rollback_to_savepoint(self, cause: BaseException | None = None) -> None:
         """See :meth:`squid_mesh.store.base.Tx.rollback_to_savepoint`."""
         block, self._block = self._block, None
-        block.__exit__(_RolledBack, _RolledBack(), None)
+        if block is not None:  # (closed already when the step's savepoint could not be set up)
+            exc = cause or _RolledBack()
+            block.__exit__(type(exc), exc, None)
 
 
 class _SqliteTx(_AtomicSavepoints, SqlTx):
@@ -104,6 +111,7 @@ class DjangoStore:
     store does; PostgreSQL needs psycopg 3.
     """
 
+    borrows_connections = True
     # As the plain stores: a write is guarded by the run's revision whatever was read before.
     decides_on_cached_state = True
 
@@ -164,6 +172,14 @@ class DjangoStore:
         """The calling thread's Django connection for the alias."""
         return self._connections[self._alias]
 
+    def transaction_failed(self, conn: Any) -> bool:
+        """Whether ``conn``'s transaction is in error (PostgreSQL, after a failed statement)."""
+        if self.backend != "postgres":
+            return False  # a failed SQLite statement leaves the transaction usable
+        from squid_mesh.store.postgres import transaction_failed
+
+        return transaction_failed(conn.connection)
+
     def atomic(self) -> Any:
         """A Django ``atomic`` block on the alias."""
         return self._transaction.atomic(using=self._alias)
@@ -172,7 +188,13 @@ class DjangoStore:
     def transaction(self) -> Iterator[SqlTx]:
         """An ``atomic`` block: a transaction, or a savepoint inside the host's transaction."""
         conn = self._usable_connection()
-        outer = not conn.in_atomic_block
+        outer = not self._in_host_transaction(conn)
+        if self.backend == "sqlite" and not conn.in_atomic_block and not conn.get_autocommit():
+            # Django's savepoint would be SQLite's outermost one, whose release commits at once.
+            raise StoreError(
+                f"{self.describe()}: cannot write inside a transaction begun with "
+                "transaction.set_autocommit(False) on SQLite; use transaction.atomic()"
+            )
         with self._translated(conn), self.atomic():
             tx = self._tx(conn)
             if outer and self.backend == "postgres":
@@ -193,7 +215,7 @@ class DjangoStore:
         """One snapshot for every read; inside the host's transaction, what the host sees."""
         conn = self._usable_connection()
         with self._translated(conn):
-            if conn.in_atomic_block:
+            if self._in_host_transaction(conn):
                 yield self._tx(conn)
                 return
             conn.ensure_connection()
@@ -244,10 +266,11 @@ class DjangoStore:
         """Nothing to release: Django owns the connections."""
 
     def release_thread(self) -> None:
-        """Close the calling thread's connection (the thread is ending: nobody else can)."""
-        conn = self.connection()
-        if not conn.in_atomic_block:
-            conn.close()
+        """Close the calling thread's connection (the thread is ending: nobody else can).
+
+        Whatever it still had open is rolled back by the database.
+        """
+        self.connection().close()
 
     def _tx(self, conn: Any) -> SqlTx:
         tx = self._tx_class(
@@ -256,9 +279,14 @@ class DjangoStore:
         tx._store = self  # type: ignore[attr-defined]
         return tx
 
+    @staticmethod
+    def _in_host_transaction(conn: Any) -> bool:
+        # An atomic block, or the host's own transaction.set_autocommit(False).
+        return bool(conn.in_atomic_block or not conn.get_autocommit())
+
     def _usable_connection(self) -> Any:
         conn = self.connection()
-        if conn.errors_occurred and not conn.in_atomic_block:
+        if conn.errors_occurred and not self._in_host_transaction(conn):
             # As Django does between requests: a connection that failed is checked, and
             # replaced when the server went away (a restart, a failover).
             conn.close_if_unusable_or_obsolete()
@@ -278,8 +306,16 @@ class DjangoStore:
                 conn.errors_occurred = True
             raise error from exc
         except DjangoError as exc:
-            conn.errors_occurred = True
-            raise StoreError(f"{self.describe()}: {type(exc).__name__}: {exc}") from exc
+            # Django wraps the driver's errors (at commit, say): a lost race inside is a Conflict.
+            cause = exc.__cause__
+            error = (
+                self._translate(cause)
+                if isinstance(cause, self._db_errors)
+                else StoreError(f"{self.describe()}: {type(exc).__name__}: {exc}")
+            )
+            if not isinstance(error, Conflict):
+                conn.errors_occurred = True
+            raise error from exc
 
     def _translate(self, exc: BaseException) -> Exception:
         if self.backend == "sqlite":

@@ -30,6 +30,7 @@ class FaultyStore:
         self.rate = rate
         self._owns = owns
         self.backend = inner.backend
+        self.borrows_connections = inner.borrows_connections
         self.decides_on_cached_state = inner.decides_on_cached_state
         self.injected: Counter[str] = Counter()
 

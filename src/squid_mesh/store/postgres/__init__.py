@@ -7,7 +7,7 @@ import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 from squid_mesh.errors import StoreError
 from squid_mesh.journal.facts import Entry
@@ -60,6 +60,15 @@ class PostgresTx(SqlTx):
         )
         return bool(self.query("insert_run", params))
 
+    def release_savepoint(self) -> bool:
+        """See :meth:`squid_mesh.store.base.Tx.release_savepoint`."""
+        if transaction_failed(cast(Any, self._cur).connection):
+            # A statement of the step failed and the step went on: only a rollback to the
+            # savepoint makes the transaction usable again.
+            self.rollback_to_savepoint()
+            return False
+        return super().release_savepoint()
+
     def save(self, before: RunState, after: RunState, entries: Sequence[Entry]) -> None:
         """See :meth:`squid_mesh.store.base.Tx.save`."""
         if not entries or entries[0].seq != before.rev + 1:
@@ -71,6 +80,13 @@ class PostgresTx(SqlTx):
         )
         if self.query("save_run", params)[0][0] != 1:
             raise Conflict(after.run_id)  # the revision moved on: nothing was written
+
+
+def transaction_failed(connection: Any) -> bool:
+    """Whether a psycopg connection's transaction is in error (only a rollback helps now)."""
+    from psycopg.pq import TransactionStatus
+
+    return bool(connection.info.transaction_status == TransactionStatus.INERROR)
 
 
 def _records(params: Iterable[dict[str, Any]]) -> str:
@@ -139,6 +155,7 @@ class PostgresStore:
     """
 
     backend = "postgres"
+    borrows_connections = False
     # Recording decides on the claim's cached run, and its save goes out as one autocommit
     # statement; a changed run is refused by the revision guard and decided again under its lock.
     decides_on_cached_state = True
