@@ -9,6 +9,7 @@ Scenarios:
   memory      RSS of one worker process after 10,000 and after 200,000 steps (10-step loop
               runs; the stores' workers run side by side)
   wakeup      an idle sm.Worker in another process: from start() to its step beginning
+  django      latency through django:// (Django's connections) on the same kind of database
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import platform
 import time
 from pathlib import Path
 
-from benchmarks import scenarios, wakeup
+from benchmarks import django_store, scenarios, wakeup
 from benchmarks.workload import drop_store, fresh_store
 
 TARGETS = {
@@ -33,6 +34,8 @@ TARGETS = {
     ("postgres", "memory"): "growth_pct <= 10",
     ("sqlite", "wakeup"): "none (polls: within the 1 s poll interval)",
     ("postgres", "wakeup"): "wake_p50_ms < 100",
+    ("sqlite", "django"): "none (compare with latency: the cost of Django's connections)",
+    ("postgres", "django"): "none (compare with latency: the cost of Django's connections)",
 }
 
 
@@ -48,6 +51,8 @@ def run_scenario(store: str, scenario: str, runs: int, history_size: int) -> dic
             return scenarios.throughput(url, runs * 10)
         if scenario == "wakeup":
             return wakeup.wakeup(url)
+        if scenario == "django":
+            return django_store.latency(url, runs)
         return scenarios.history(url, runs, (1_000, history_size))
     finally:
         drop_store(url)
@@ -69,7 +74,7 @@ def main() -> None:
     parser.add_argument("--store", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument(
         "--scenario",
-        choices=["latency", "throughput", "history", "memory", "wakeup", "all"],
+        choices=["latency", "throughput", "history", "memory", "wakeup", "django", "all"],
         default="all",
     )
     parser.add_argument("--runs", type=int, default=1000)
@@ -91,7 +96,7 @@ def main() -> None:
         scenarios.memory_worker(args.memory_worker, args.steps)
         return
     stores = ["sqlite", "postgres"] if args.store == "both" else [args.store]
-    names = ["latency", "throughput", "history", "wakeup", "memory"]
+    names = ["latency", "throughput", "history", "wakeup", "django", "memory"]
     chosen = names if args.scenario == "all" else [args.scenario]
     results = []
     began = time.perf_counter()

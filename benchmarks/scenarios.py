@@ -7,6 +7,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import squid_mesh as sm
 from benchmarks.workload import STEPS_PER_RUN, committed_transactions, ten_step_loop, three_steps
@@ -19,15 +20,26 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
 
 
-def latency(url: str, runs: int) -> Figures:
-    """One process: start a 3-step run, execute_next until idle, repeat."""
+def latency(
+    url: str,
+    runs: int,
+    *,
+    stats_url: str | None = None,
+    settle: Callable[[], None] = lambda: None,
+) -> Figures:
+    """One process: start a 3-step run, execute_next until idle, repeat.
+
+    ``stats_url``: where to read the transaction counter (the database behind a ``django://``
+    URL); ``settle``: closes connections the mesh does not own, so their counts are flushed.
+    """
     per_run = []
     with sm.connect(url, workflows=[three_steps()]) as mesh:
         for i in range(20):  # warm-up: caches, the planner's statistics, the page cache
             mesh.start("bench_three", {"warm": i})
             while mesh.execute_next(owner_id="bench", prefetch=True):
                 pass
-    before = committed_transactions(url)
+    settle()
+    before = committed_transactions(stats_url or url)
     with sm.connect(url, workflows=[three_steps()]) as mesh:
         started = time.perf_counter()
         for i in range(runs):
@@ -37,12 +49,13 @@ def latency(url: str, runs: int) -> Figures:
                 pass
             per_run.append(time.perf_counter() - t0)
         elapsed = time.perf_counter() - started
+    settle()
     figures = {
         "steps_per_s": runs * STEPS_PER_RUN / elapsed,
         "run_p50_ms": statistics.median(per_run) * 1000,
         "run_p99_ms": percentile(per_run, 0.99) * 1000,
     }
-    after = committed_transactions(url)
+    after = committed_transactions(stats_url or url)
     if before is not None and after is not None:
         # Includes each run's start and the final empty poll, as a host loop pays them.
         figures["xact_per_step"] = (after - before) / (runs * STEPS_PER_RUN)

@@ -77,11 +77,51 @@ class _SqliteTx(_AtomicSavepoints, SqlTx):
     pass
 
 
+# The queries that walk an index in order and whose plans a queue table's stale statistics can
+# spoil (see PostgresStore): squid-mesh's planner settings are set before the first of them, in
+# transactions squid-mesh owns; the others (load a run, save it) skip that round trip.
+_PLANNED = frozenset(
+    {
+        "next_claimable_run",
+        "probe_due",
+        "next_due",
+        "list_runs",
+        "run_counts",
+        "run_ids_page",
+        "purgeable_runs",
+        "queue_counts",
+        "live_claims",
+    }
+)
+
+
 def _postgres_tx() -> type[SqlTx]:
     from squid_mesh.store.postgres import PostgresTx
 
     class _PostgresTx(_AtomicSavepoints, PostgresTx):
-        pass
+        may_plan = False  # squid-mesh owns the transaction: SET LOCAL is its own business
+        _planned = False
+
+        def query(self, name: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+            self._plan(name)
+            return super().query(name, params)
+
+        def list_runs(self, where: Any, before: Any, limit: int) -> Any:
+            self._plan("list_runs")
+            return super().list_runs(where, before, limit)
+
+        def run_counts(self, where: Any) -> dict[str, int]:
+            self._plan("run_counts")
+            return super().run_counts(where)
+
+        def savepoint(self) -> None:
+            super().savepoint()
+            self._planned = False  # the step's queries put the host's settings back
+
+        def _plan(self, name: str) -> None:
+            if self.may_plan and not self._planned and name in _PLANNED:
+                self._planned = True
+                self.command("planner_for_squid_mesh")
 
     return _PostgresTx
 
@@ -196,9 +236,7 @@ class DjangoStore:
                 "transaction.set_autocommit(False) on SQLite; use transaction.atomic()"
             )
         with self._translated(conn), self.atomic():
-            tx = self._tx(conn)
-            if outer and self.backend == "postgres":
-                tx.command("planner_for_squid_mesh")
+            tx = self._tx(conn, owned=outer)
             yield tx
             if conn.needs_rollback:
                 # Django would roll back on leaving the block, silently: say so instead.
@@ -206,9 +244,21 @@ class DjangoStore:
                     f"{self.describe()}: the transaction was marked for rollback by the host"
                 )
 
-    def single_write(self) -> Any:
-        """A write transaction as any other."""
-        return self.transaction()
+    @contextmanager
+    def single_write(self) -> Iterator[SqlTx]:
+        """PostgreSQL, outside the host's transaction: the one write is one autocommit statement.
+
+        As the plain PostgreSQL store does, saving the BEGIN and COMMIT round trips; on SQLite,
+        or inside the host's transaction, a transaction as any other.
+        """
+        conn = self._usable_connection()
+        if self.backend != "postgres" or self._in_host_transaction(conn):
+            with self.transaction() as tx:
+                yield tx
+            return
+        with self._translated(conn):
+            conn.ensure_connection()
+            yield self._tx(conn)
 
     @contextmanager
     def read_transaction(self) -> Iterator[SqlTx]:
@@ -221,11 +271,9 @@ class DjangoStore:
             conn.ensure_connection()
             # Django thinks the connection is in autocommit mode, and it is: this transaction is
             # begun and ended here, and nothing of Django's runs inside it.
-            tx = self._tx(conn)
+            tx = self._tx(conn, owned=True)
             tx.command("begin_snapshot")
             try:
-                if self.backend == "postgres":
-                    tx.command("planner_for_squid_mesh")
                 yield tx
             except BaseException:
                 tx.command("abort_snapshot")
@@ -272,11 +320,12 @@ class DjangoStore:
         """
         self.connection().close()
 
-    def _tx(self, conn: Any) -> SqlTx:
+    def _tx(self, conn: Any, *, owned: bool = False) -> SqlTx:
         tx = self._tx_class(
             conn.connection.cursor, self._queries, wf_keys_as_json=self.backend == "sqlite"
         )
         tx._store = self  # type: ignore[attr-defined]
+        tx.may_plan = owned  # type: ignore[attr-defined]
         return tx
 
     @staticmethod
