@@ -107,6 +107,19 @@ class Worker:
         self.name = check_text("name", default_name if name is None else name)
         self._mesh = mesh
         self._engine = mesh._engine
+        pool = self._engine.store.max_connections
+        if pool is not None and pool < concurrency + 2:
+            # Each lane holds a connection while it claims and records; the dispatcher and the
+            # heartbeats need one each. Short of that, lanes queue for connections (slower, and
+            # a pool timeout after 30 s is a failed claim or record).
+            logger.warning(
+                "worker %s: concurrency=%d on a pool of %d connections; lanes will wait for "
+                "connections: connect(..., max_connections=%d) or more",
+                self.name,
+                concurrency,
+                pool,
+                concurrency + 3,
+            )
         self._owners = [f"{self.name}/{i}" for i in range(concurrency)]
         self._has_cron = any(
             isinstance(t, Cron) for d in self._engine.latest.values() for t in d.triggers

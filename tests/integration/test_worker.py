@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -364,3 +365,19 @@ def test_serve_runs_inside_an_asyncio_host_and_stops_when_cancelled(
     asyncio.run(host())
     assert worker.executed == 1
     assert worker.stop() == 0, "already stopped by the cancelled task"
+
+
+def test_a_worker_with_more_lanes_than_the_pool_can_serve_says_so(
+    backend: str, make_mesh: MeshFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    mesh = make_mesh([], clock=None)  # PostgreSQL's default pool: 4 connections
+    with caplog.at_level(logging.WARNING, logger="squid_mesh.worker"):
+        sm.Worker(mesh, concurrency=2)
+        assert caplog.records == []  # 2 lanes, the dispatcher, the heartbeats: 4
+        sm.Worker(mesh, concurrency=8)
+    if backend == "sqlite":
+        assert caplog.records == []  # one connection, shared in turns: nothing to size
+    else:
+        (record,) = caplog.records
+        assert "concurrency=8 on a pool of 4 connections" in record.getMessage()
+        assert "max_connections=11" in record.getMessage()

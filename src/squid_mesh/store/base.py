@@ -204,6 +204,8 @@ class Store(Protocol):
     backend: str
     borrows_connections: bool
     """Whether the store runs on the host's own connections (Django's), one per thread."""
+    max_connections: int | None
+    """The connection pool's size, or ``None`` where threads never wait for a connection."""
     decides_on_cached_state: bool
     """Whether recording a step may decide on the run as its claim left it, unread (see core)."""
 

@@ -152,6 +152,7 @@ class DjangoStore:
     """
 
     borrows_connections = True
+    max_connections: int | None = None  # Django's connections: one per thread
     # As the plain stores: a write is guarded by the run's revision whatever was read before.
     decides_on_cached_state = True
 

@@ -31,6 +31,7 @@ class FaultyStore:
         self._owns = owns
         self.backend = inner.backend
         self.borrows_connections = inner.borrows_connections
+        self.max_connections = inner.max_connections
         self.decides_on_cached_state = inner.decides_on_cached_state
         self.injected: Counter[str] = Counter()
 

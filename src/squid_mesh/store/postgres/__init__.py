@@ -169,6 +169,7 @@ class PostgresStore:
                 "the PostgreSQL store needs psycopg: pip install 'squid-mesh[postgres]'"
             ) from None
         self._psycopg = psycopg
+        self.max_connections: int | None = max_connections
         self._conninfo = conninfo
         self._url = _safe_url(conninfo)
         self._queries = load_queries("postgres")

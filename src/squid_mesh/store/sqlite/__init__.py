@@ -33,6 +33,7 @@ class SqliteStore:
 
     backend = "sqlite"
     borrows_connections = False
+    max_connections: int | None = None  # one connection: threads take turns at the write lock
     # One writer at a time: a run rarely changes between a worker's claim and its record, so
     # re-reading it is pure overhead (latency path 2,300-2,670 -> 2,880 steps/s).
     decides_on_cached_state = True
