@@ -137,7 +137,8 @@ class Mesh:
         The payload is validated against the workflow's schema before anything is written; the run,
         its receipt and its first attempt commit together. With ``idempotency_key``, every later
         start with the same key returns the same run for its whole lifetime (a different payload
-        raises :class:`~squid_mesh.IdempotencyConflictError`). ``actor`` and ``metadata`` go into
+        raises :class:`~squid_mesh.IdempotencyConflictError`); ``snap.created`` tells the call
+        that wrote the run (``True``) from a repeat (``False``). ``actor`` and ``metadata`` go into
         the start's receipt (metadata values of secret-looking keys redacted). ``priority``: every
         attempt of the run is claimed before due attempts of lower priority on its queue (then by
         due time); 0 by default; child runs inherit it.
@@ -146,7 +147,7 @@ class Mesh:
             >>> run = mesh.start("payment_recovery", {"invoice_id": "inv_1"},
             ...                  idempotency_key="inv_1", priority=10)  # doctest: +SKIP
         """
-        state = self._engine.start(
+        started = self._engine.start(
             workflow,
             payload,
             trigger=trigger,
@@ -157,7 +158,7 @@ class Mesh:
             receipt=self._engine.start_receipt(idempotency_key, actor, metadata),
             priority=priority,
         )
-        return snapshot(state)
+        return snapshot(started.state, created=started.created)
 
     def execute_next(
         self,
@@ -204,7 +205,9 @@ class Mesh:
             >>> mesh.cron_tick()  # doctest: +SKIP
             [RunSnapshot(id='0193...', workflow='daily_digest', ...)]
         """
-        return [snapshot(state) for state in self._engine.cron_tick(self._now(now))]
+        return [
+            snapshot(s.state, created=s.created) for s in self._engine.cron_tick(self._now(now))
+        ]
 
     def replay(
         self,
@@ -231,7 +234,7 @@ class Mesh:
             True
         """
         with self._engine.telemetry.command("replay"):
-            state = self._engine.replay(
+            started = self._engine.replay(
                 run_id,
                 allow_irreversible=allow_irreversible,
                 idempotency_key=idempotency_key,
@@ -239,7 +242,7 @@ class Mesh:
                 metadata=metadata,
                 now=self._now(now),
             )
-        return snapshot(state)
+        return snapshot(started.state, created=started.created)
 
     def cancel(
         self,

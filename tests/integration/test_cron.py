@@ -54,7 +54,7 @@ def test_a_trigger_starts_from_its_first_tick_then_fires_each_slot_once(
     assert mesh.cron_tick(now=at("2026-11-24T05:59:59+00:00")) == []
     (run,) = mesh.cron_tick(now=at("2026-11-24T06:00:00.500+00:00"))
     assert mesh.cron_tick(now=at("2026-11-24T06:00:30+00:00")) == [], "the slot fired already"
-    assert (run.trigger, run.payload) == ("daily", {"channel": "ops"})
+    assert (run.trigger, run.payload, run.created) == ("daily", {"channel": "ops"}, True)
     assert run.context["schedule"] == {
         "trigger": "daily",
         "slot": "2026-11-24T06:00:00+00:00",

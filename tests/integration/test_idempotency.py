@@ -34,12 +34,14 @@ def test_same_key_returns_the_same_run_for_its_whole_life(
     mesh = make_mesh([workflow("pay")])
     first = mesh.start("pay", {"invoice_id": "inv_1"}, idempotency_key="inv_1")
     assert first.idempotency_key == "inv_1"
+    assert first.created is True
     counts = row_counts(db_url)
     assert counts["squid_mesh_runs"] == 1
 
     again = mesh.start("pay", {"invoice_id": "inv_1"}, idempotency_key="inv_1")
     assert again.id == first.id
     assert again.status == "running"
+    assert again.created is False  # the caller can tell a repeat (an API's 200, not 201)
     assert row_counts(db_url) == counts  # a repeat writes nothing
 
     drain(mesh)
@@ -47,6 +49,8 @@ def test_same_key_returns_the_same_run_for_its_whole_life(
     after = mesh.start("pay", {"invoice_id": "inv_1"}, idempotency_key="inv_1")
     assert after.id == first.id
     assert after.status == "completed"
+    assert after.created is False
+    assert mesh.inspect_run(first.id).created is None  # a read, not a start
     assert after.context == {"done": "inv_1"}
     assert row_counts(db_url)["squid_mesh_runs"] == 1
     assert mesh.execute_next(owner_id="w1") is None  # nothing new to run
@@ -58,7 +62,8 @@ def test_same_key_from_another_mesh_returns_the_same_run(
     wf = workflow("pay")
     one, two = make_mesh([wf]), make_mesh([wf])
     first = one.start("pay", {"invoice_id": "inv_9"}, idempotency_key="k9")
-    assert two.start("pay", {"invoice_id": "inv_9"}, idempotency_key="k9").id == first.id
+    again = two.start("pay", {"invoice_id": "inv_9"}, idempotency_key="k9")
+    assert (again.id, again.created) == (first.id, False)
     assert row_counts(db_url)["squid_mesh_runs"] == 1
 
 

@@ -67,6 +67,7 @@ def test_a_replay_with_a_key_returns_the_same_run(make_mesh: MeshFactory) -> Non
     other = mesh.replay(source.id, idempotency_key="ticket-43")
     unkeyed = mesh.replay(source.id)
     assert first.id == second.id
+    assert (first.created, second.created, other.created) == (True, False, True)
     assert len({first.id, other.id, unkeyed.id}) == 3
     replays = mesh.inspect_run(source.id).replays
     assert len(replays) == 3 and set(replays) == {first.id, other.id, unkeyed.id}

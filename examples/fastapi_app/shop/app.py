@@ -11,7 +11,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -111,11 +111,13 @@ def create_app(database_url: str | None = None) -> FastAPI:
     api.mount("/workflows", web.app(mesh, auth=demo_user, title="shop workflows"))
 
     @api.post("/orders", status_code=202)
-    async def place_order(order: OrderIn) -> RunOut:
-        """Start the order's fulfilment; the same order_id again returns the same run."""
+    async def place_order(order: OrderIn, response: Response) -> RunOut:
+        """Start the order's fulfilment (202); the same order_id again: the same run (200)."""
         run = await mesh.aio.start(
             "order_fulfilment", order.model_dump(), idempotency_key=order.order_id
         )
+        if not run.created:
+            response.status_code = 200
         return _run_out(run)
 
     @api.get("/orders/{run_id}")

@@ -31,7 +31,15 @@ from squid_mesh.engine.options import (
     payload_hash,
     to_iso,
 )
-from squid_mesh.engine.results import Claim, Execution, Outcome, Problem, compare, outcome_of
+from squid_mesh.engine.results import (
+    Claim,
+    Execution,
+    Outcome,
+    Problem,
+    Started,
+    compare,
+    outcome_of,
+)
 from squid_mesh.errors import (
     DefinitionError,
     IdempotencyConflictError,
@@ -284,7 +292,7 @@ class Engine:
         receipt: f.CommandReceived | None = None,
         context: dict[str, Any] | None = None,
         priority: int | None = None,
-    ) -> RunState:
+    ) -> Started:
         """Validate everything, then write the run, its receipt and its first attempt atomically.
 
         ``parent`` (``run_id``, ``step``, ``child_key``) makes the run a child run; the parent must
@@ -305,7 +313,7 @@ class Engine:
         check_payload_size(d.name, clean, self.max_payload_bytes)
         digest = payload_hash(clean)
         with self.telemetry.command("start", workflow=d.name, queue=lane):
-            state = self._start(
+            started = self._start(
                 d,
                 clean,
                 digest,
@@ -323,7 +331,7 @@ class Engine:
         if crash.ARMED:
             crash.reached("start.after_commit")
         self._wake(lane)
-        return state
+        return started
 
     def _start(
         self,
@@ -340,7 +348,7 @@ class Engine:
         receipt: f.CommandReceived | None,
         context: dict[str, Any] | None,
         rank: int,
-    ) -> RunState:
+    ) -> Started:
         facts = planner.plan_start(
             d,
             payload=clean,
@@ -359,7 +367,7 @@ class Engine:
         entries = [f.Entry(i + 1, now, fact) for i, fact in enumerate(facts)]
         state = _advance(start_state(rid, entries[0]), entries[1:])
 
-        def write(tx: Tx) -> RunState:
+        def write(tx: Tx) -> Started:
             if parent is not None:
                 above = self._load(tx, parent["run_id"], lock=True)
                 if above.status.terminal:
@@ -373,7 +381,7 @@ class Engine:
             if crash.ARMED:
                 crash.reached("start.before_commit")
             if tx.insert_run(state, entries):
-                return state
+                return Started(state, created=True)
             if idempotency_key is not None:
                 existing = tx.run_id_for_key(d.name, idempotency_key)
                 if existing is not None:
@@ -395,7 +403,7 @@ class Engine:
         digest: str,
         what: str,
         receipt: f.CommandReceived | None = None,
-    ) -> RunState:
+    ) -> Started:
         existing = self._load(tx, run_id, lock=False)
         if existing.workflow != d.name:
             raise IdempotencyConflictError(what, run_id, f"it is a run of {existing.workflow!r}")
@@ -408,7 +416,7 @@ class Engine:
         repeat_key = key if receipt is None else receipt.idempotency_key
         if repeat_key is not None:
             tx.count_repeat(existing.run_id, command, repeat_key, self.clock())
-        return existing
+        return Started(existing, created=False)
 
     @staticmethod
     def start_receipt(key: object, actor: object, metadata: object) -> f.CommandReceived | None:
@@ -499,7 +507,7 @@ class Engine:
 
     # -- cron -------------------------------------------------------------------------------
 
-    def cron_tick(self, now: float) -> list[RunState]:
+    def cron_tick(self, now: float) -> list[Started]:
         """Start the runs of every cron slot due since the last tick; return them.
 
         Each run's idempotency key names its trigger and slot (``cron:<trigger>:<slot>``), so any
@@ -520,7 +528,7 @@ class Engine:
                     )
         return started
 
-    def _tick(self, d: Definition, trigger: Cron, now: float) -> list[RunState]:
+    def _tick(self, d: Definition, trigger: Cron, now: float) -> list[Started]:
         def last_slot(tx: Tx) -> float:
             return tx.last_slot(d.name, trigger.name, now)
 
@@ -536,7 +544,7 @@ class Engine:
             self.transact(advance)
         return started
 
-    def _start_slot(self, d: Definition, trigger: Cron, slot: float, now: float) -> RunState:
+    def _start_slot(self, d: Definition, trigger: Cron, slot: float, now: float) -> Started:
         key = f"cron:{trigger.name}:{to_iso(slot)}"
         schedule = {"trigger": trigger.name, "slot": to_iso(slot), "fired_at": to_iso(now)}
         receipt = f.CommandReceived(
@@ -565,7 +573,7 @@ class Engine:
         actor: object,
         metadata: object,
         now: float,
-    ) -> RunState:
+    ) -> Started:
         """Start a new run with a finished run's payload and trigger, on the newest definition.
 
         Refused (nothing written) when the source has not finished, or completed a step marked
@@ -915,7 +923,7 @@ class Engine:
             # A child runs at its parent's priority.
             priority=parent.priority,
         )
-        return child.run_id
+        return child.state.run_id
 
     def _take_held(self, owner_id: str, queue: str, at: float) -> Claim | None:
         held = self._held.pop((owner_id, queue), None)

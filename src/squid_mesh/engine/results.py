@@ -1,4 +1,4 @@
-"""What the engine's commands return: executions, claims, verification problems."""
+"""What the engine's commands return: started runs, executions, claims, verification problems."""
 
 from __future__ import annotations
 
@@ -33,6 +33,18 @@ class Execution:
     outcome: Outcome
     run_status: RunStatus
     error: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Started:
+    """What a start (or replay, cron slot, child start) found or wrote.
+
+    ``created`` is false when an earlier start with the same idempotency key, run id, child key
+    or cron slot had written the run: ``state`` is that run as it is now.
+    """
+
+    state: RunState
+    created: bool
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,9 @@ class CommandView:
 class RunSnapshot:
     """Where a run is: what ``start`` and ``inspect_run`` return.
 
+    ``created`` tells a start that wrote the run (``True``) from one that found the run an earlier
+    start with the same idempotency key had written (``False``); reads leave it ``None``.
+
     Example:
         >>> snap = mesh.inspect_run(run_id)  # doctest: +SKIP
         >>> snap.status, snap.current_steps, snap.context  # doctest: +SKIP
@@ -135,6 +138,9 @@ class RunSnapshot:
     commands: tuple[CommandView, ...] = ()
     # Claim order on its queue: higher first (see Mesh.start).
     priority: int = 0
+    # From start, replay and cron_tick: whether this call wrote the run (False: an earlier call
+    # with the same idempotency key had, and this is that run as it is now). None from reads.
+    created: bool | None = None
 
     @property
     def compensation(self) -> str | None:
@@ -194,6 +200,7 @@ def snapshot(
     *,
     parked: str | None = None,
     commands: tuple[CommandView, ...] = (),
+    created: bool | None = None,
 ) -> RunSnapshot:
     """The snapshot of a run state; with ``entries`` its history, and its lineage when given."""
     live = state.live_attempts()
@@ -238,6 +245,7 @@ def snapshot(
         replays=tuple(replays or ()),
         parked=parked,
         commands=commands,
+        created=created,
     )
 
 
