@@ -380,7 +380,11 @@ class Mesh:
             counts[command] = counts.get(command, 0) + 1
         for (command, _key), repeats in around.repeats.items():
             counts[f"{command}_repeats"] = counts.get(f"{command}_repeats", 0) + repeats
-        return explain(state, definition, around.children, self._now(now), counts)
+        at = self._now(now)
+        # Only a run with a due step can be held back by its queue's limits: read them then.
+        due = any(a.due_at is not None and a.due_at <= at for a in state.live_attempts())
+        queue = self._engine.queue_pressure(state.queue, at) if due else None
+        return explain(state, definition, around.children, at, counts, queue)
 
     def run_graph(self, run_id: str) -> RunGraph:
         """The run as a graph; ``to_dot()`` and ``to_mermaid()`` render it.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -189,8 +190,12 @@ def test_dependencies_compensation_and_parked_versions(
 
 
 def test_every_reason_is_documented() -> None:
+    troubleshooting = (Path(__file__).parents[2] / "docs" / "troubleshooting.md").read_text()
+    for reason in sm.Reason:
+        assert f"### `{reason.value}`" in troubleshooting, reason
     assert {r.value for r in sm.Reason} == {
         "waiting_for_worker",
+        "queue_limited",
         "scheduled_retry",
         "waiting_until",
         "claimed_by_worker",
@@ -205,3 +210,37 @@ def test_every_reason_is_documented() -> None:
         "failed",
         "cancelled",
     }
+
+
+def test_a_due_step_held_back_by_its_queue_limits(
+    make_mesh: MeshFactory, db_url: str, clock: FakeClock
+) -> None:
+    behaviour: dict[str, Any] = {"work": "crash"}
+    mesh = make_mesh([linear(behaviour)])
+    mesh.set_queue_limits("default", concurrency=1)
+    mesh.start("linear", {})
+    waiting = mesh.start("linear", {})
+    with pytest.raises(Crash):  # the first run's claim stays held: the one slot is taken
+        mesh.execute_next(owner_id="w1", lease=LEASE)
+    before = row_counts(db_url)
+    full = mesh.explain_run(waiting.id)
+    assert row_counts(db_url) == before, "explaining writes nothing"
+    assert full.reason == sm.Reason.QUEUE_LIMITED and full.steps == ("work",)
+    assert "concurrency limit (1 of 1 claimed)" in full.summary
+    assert full.evidence["queue_limits"]["claimed"] == 1
+    assert full.next_actions == ("wait", "set_queue_limits", "cancel")
+    clock.advance(LEASE + 1)  # the held claim lapses: the slot is free again
+    assert mesh.explain_run(waiting.id).reason == sm.Reason.WAITING_FOR_WORKER
+
+    mesh.set_queue_limits("default", rate_limit=1, per=60)  # a new bucket, one token
+    behaviour["work"] = None
+    assert mesh.execute_next(owner_id="w2", lease=LEASE) is not None  # takes the token
+    third = mesh.start("linear", {})
+    rated = mesh.explain_run(third.id)
+    assert rated.reason == sm.Reason.QUEUE_LIMITED
+    assert "rate limit (1 claims per 60 s)" in rated.summary
+    assert rated.evidence["queue_limits"]["next_token_at"] is not None
+    clock.advance(60)
+    assert mesh.explain_run(third.id).reason == sm.Reason.WAITING_FOR_WORKER
+    mesh.set_queue_limits("default")  # no limits: nothing to hold the step back
+    assert mesh.explain_run(third.id).reason == sm.Reason.WAITING_FOR_WORKER

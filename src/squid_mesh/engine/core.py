@@ -36,6 +36,7 @@ from squid_mesh.engine.results import (
     Execution,
     Outcome,
     Problem,
+    QueuePressure,
     Started,
     compare,
     outcome_of,
@@ -957,9 +958,10 @@ class Engine:
             return None
         if rate_limit is not None:
             tokens = planner.refill(tokens, refilled_at, at, rate_limit, rate_period)
-            if tokens < 1.0:
+            wait_until = planner.next_token_at(tokens, at, rate_limit, rate_period)
+            if wait_until is not None:
                 # Nothing is worth trying before the next token.
-                self._blocked[queue] = at + (1.0 - tokens) * rate_period / rate_limit
+                self._blocked[queue] = wait_until
                 return None
         claim = self._claim_in(tx, queue, owner_id, lease, at, strict=True)
         if claim is not None and rate_limit is not None:
@@ -993,6 +995,25 @@ class Engine:
         self.transact(write)
         self.refresh_limits(now)
         self._blocked.pop(limit.queue, None)
+
+    def queue_pressure(self, queue: str, now: float) -> QueuePressure | None:
+        """What the limits of ``queue`` hold back at ``now``; ``None`` when it has no limits."""
+        if queue not in self.limits(now):
+            return None
+
+        def read(tx: Tx) -> QueuePressure | None:
+            row = tx.peek_queue(queue)
+            if row is None:
+                return None
+            concurrency, rate_limit, period, tokens, refilled_at = row
+            next_token = None
+            if rate_limit is not None:
+                tokens = planner.refill(tokens, refilled_at, now, rate_limit, period)
+                next_token = planner.next_token_at(tokens, now, rate_limit, period)
+            claimed = 0 if concurrency is None else tx.count_claimed(queue, now)
+            return QueuePressure(queue, concurrency, claimed, rate_limit, period, next_token)
+
+        return self.transact(read, read_only=True)
 
     def queue_counts(self, now: float) -> dict[str, tuple[int, int, int, int]]:
         """``queue -> (visible, claimed, scheduled, expired)``."""

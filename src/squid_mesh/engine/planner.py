@@ -99,6 +99,15 @@ def refill(
     return min(float(limit), tokens + gained)
 
 
+def next_token_at(tokens: float, now: float, limit: int, period: float) -> float | None:
+    """When a bucket holding ``tokens`` at ``now`` has a whole token; ``None``: it has one now.
+
+    >>> next_token_at(0.5, 10.0, limit=2, period=1.0)
+    10.25
+    """
+    return None if tokens >= 1.0 else now + (1.0 - tokens) * period / limit
+
+
 def can_claim(state: RunState, key: str, now: float) -> bool:
     """Whether the attempt is live, due, and its run still running."""
     attempt = state.attempts.get(key)

@@ -48,6 +48,27 @@ class Started:
 
 
 @dataclass(frozen=True)
+class QueuePressure:
+    """A limited queue at one moment: what holds back its due attempts, if anything.
+
+    ``claimed`` counts the queue's claims whose lease still holds; ``next_token_at`` is when the
+    rate limit's bucket next has a token (``None``: it has one now, or there is no rate limit).
+    """
+
+    queue: str
+    concurrency: int | None
+    claimed: int
+    rate_limit: int | None
+    per: float | None
+    next_token_at: float | None
+
+    @property
+    def full(self) -> bool:
+        """Whether the queue's concurrency limit is reached."""
+        return self.concurrency is not None and self.claimed >= self.concurrency
+
+
+@dataclass(frozen=True)
 class Claim:
     """An attempt this process claimed: the run as of the claim and the hash that fences it."""
 

@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import Any
 
 from squid_mesh.definition.workflow import COMPENSATION, Definition
+from squid_mesh.engine.results import QueuePressure
 from squid_mesh.journal.fold import AttemptState, AttemptStatus, RunState, RunStatus
 from squid_mesh.read.snapshot import to_datetime
 from squid_mesh.store.base import ChildRow
@@ -16,6 +17,7 @@ class Reason(StrEnum):
     """The closed set of answers to "why is this run where it is"."""
 
     WAITING_FOR_WORKER = "waiting_for_worker"
+    QUEUE_LIMITED = "queue_limited"
     SCHEDULED_RETRY = "scheduled_retry"
     WAITING_UNTIL = "waiting_until"
     CLAIMED_BY_WORKER = "claimed_by_worker"
@@ -37,7 +39,8 @@ class Explanation:
 
     ``reason`` is one of :class:`Reason`; ``summary`` is one sentence for a person; ``steps`` the
     steps concerned; ``next_actions`` what an operator can do (``approve``, ``reject``,
-    ``resume``, ``cancel``, ``replay``, ``migrate_run``, ``wait``, ``run_worker``); ``evidence``
+    ``resume``, ``cancel``, ``replay``, ``migrate_run``, ``wait``, ``run_worker``,
+    ``set_queue_limits``); ``evidence``
     the facts the diagnosis rests on (times as aware datetimes).
 
     Example:
@@ -77,8 +80,12 @@ def explain(
     children: list[ChildRow],
     now: float,
     commands: dict[str, int] | None = None,
+    queue: QueuePressure | None = None,
 ) -> Explanation:
-    """The diagnosis of ``state`` at ``now`` (``definition``: the run's version, if loaded here)."""
+    """The diagnosis of ``state`` at ``now`` (``definition``: the run's version, if loaded here).
+
+    ``queue``: the limits of the run's queue and what they hold back now, when it has limits.
+    """
     evidence: dict[str, Any] = {"status": state.status.value, "revision": state.rev}
     if commands:
         evidence["commands"] = commands
@@ -106,7 +113,7 @@ def explain(
         )
     if state.gate is not None:
         return _gate(state, evidence)
-    return _live(state, definition, children, now, evidence)
+    return _live(state, definition, children, now, evidence, queue)
 
 
 def _terminal(state: RunState, evidence: dict[str, Any]) -> Explanation | None:
@@ -123,6 +130,29 @@ def _terminal(state: RunState, evidence: dict[str, Any]) -> Explanation | None:
     if state.status is RunStatus.CANCELLED:
         return Explanation(Reason.CANCELLED, "The run was cancelled.", (), ("replay",), evidence)
     return None
+
+
+def _queue_limited(a: AttemptState, q: QueuePressure, evidence: dict[str, Any]) -> Explanation:
+    evidence["queue_limits"] = {
+        "concurrency": q.concurrency,
+        "claimed": q.claimed,
+        "rate_limit": q.rate_limit,
+        "per": q.per,
+        "next_token_at": to_datetime(q.next_token_at),
+    }
+    if q.full:
+        held = f"at its concurrency limit ({q.claimed} of {q.concurrency} claimed)"
+        then = "it is claimed when a running step of the queue ends"
+    else:
+        held = f"out of its rate limit ({q.rate_limit} claims per {q.per:g} s)"
+        then = f"the next claim may come at {_when(q.next_token_at)}"
+    return Explanation(
+        Reason.QUEUE_LIMITED,
+        f"Step {a.step!r} is due since {_when(a.visible_at)}; queue {q.queue!r} is {held}: {then}.",
+        (a.step,),
+        ("wait", "set_queue_limits", "cancel"),
+        evidence,
+    )
 
 
 def _gate(state: RunState, evidence: dict[str, Any]) -> Explanation:
@@ -154,6 +184,7 @@ def _live(
     children: list[ChildRow],
     now: float,
     evidence: dict[str, Any],
+    queue: QueuePressure | None,
 ) -> Explanation:
     live = state.live_attempts()
     waiting = [a for a in live if a.status is AttemptStatus.WAITING]
@@ -185,6 +216,8 @@ def _live(
         a = due[0]
         evidence["attempt"] = _attempt_evidence(a)
         evidence["queue"] = state.queue
+        if queue is not None and (queue.full or queue.next_token_at is not None):
+            return _queue_limited(a, queue, evidence)
         return Explanation(
             Reason.WAITING_FOR_WORKER,
             f"Step {a.step!r} is due since {_when(a.visible_at)}; no worker of queue "

@@ -94,6 +94,9 @@ class Tx(Protocol):
     def lock_queue(self, queue: str) -> tuple[Any, ...] | None:
         """Lock a limited queue's row: (concurrency, rate_limit, rate_period, tokens, refilled_at)."""
 
+    def peek_queue(self, queue: str) -> tuple[Any, ...] | None:
+        """:meth:`lock_queue`'s row without the lock (a read for ``explain_run``)."""
+
     def count_claimed(self, queue: str, now: float) -> int:
         """Attempts of ``queue`` claimed with a lease that still holds at ``now``."""
 

@@ -103,6 +103,11 @@ class SqlTx:
         found = self.query("lock_queue", {"queue": queue})
         return found[0] if found else None
 
+    def peek_queue(self, queue: str) -> tuple[Any, ...] | None:
+        """See :meth:`squid_mesh.store.base.Tx.peek_queue`."""
+        found = self.query("peek_queue", {"queue": queue})
+        return found[0] if found else None
+
     def count_claimed(self, queue: str, now: float) -> int:
         """See :meth:`squid_mesh.store.base.Tx.count_claimed`."""
         return int(self.query("count_claimed", {"queue": queue, "now": now})[0][0])

@@ -362,6 +362,12 @@ SELECT concurrency, rate_limit, rate_period, tokens, refilled_at
  WHERE queue = %(queue)s
    FOR UPDATE;
 
+-- name: peek_queue
+-- A limited queue's row as it is, for explain_run: no lock, so it never waits for a claim.
+SELECT concurrency, rate_limit, rate_period, tokens, refilled_at
+  FROM squid_mesh_queues
+ WHERE queue = %(queue)s;
+
 -- name: count_claimed
 -- Sent after lock_queue, as its own statement: at READ COMMITTED it reads a snapshot taken after
 -- the lock was granted, so it sees the claim committed by whoever held the lock before.

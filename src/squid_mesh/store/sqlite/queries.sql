@@ -254,6 +254,12 @@ SELECT concurrency, rate_limit, rate_period, tokens, refilled_at
   FROM squid_mesh_queues
  WHERE queue = :queue;
 
+-- name: peek_queue
+-- A limited queue's row as it is, for explain_run: nothing is locked or changed.
+SELECT concurrency, rate_limit, rate_period, tokens, refilled_at
+  FROM squid_mesh_queues
+ WHERE queue = :queue;
+
 -- name: count_claimed
 -- Claimed attempts whose lease still holds (squid_mesh_attempts_claimed).
 SELECT count(*)
