@@ -289,6 +289,9 @@ def test_pages_follow_the_mount_path_escape_data_and_show_only_allowed_actions(
     assert "\\u003cscript\\u003ealert(1)" in page.text  # shown (JSON-escaped), never run
     assert f'action="/workflows/runs/{run.id}/approve"' in page.text
     assert 'data-node="manager_ok"' in page.text
+    # The gate step's attempt completed, and the step table says the run waits there.
+    waiting = '<span class="status status-paused">waiting for approval</span>'
+    assert page.text.count(waiting) == 1
     hidden = host_api.get(f"/runs/{run.id}", headers=viewer).text
     assert "4242-secret" not in hidden and "alert(1)" not in hidden
     assert "/approve" not in hidden, "no action is offered to a user who may not act"
@@ -307,6 +310,7 @@ def test_pages_follow_the_mount_path_escape_data_and_show_only_allowed_actions(
     )
     assert approved.status_code == 303
     assert approved.headers["location"] == f"/workflows/runs/{run.id}?done=approve"
+    assert waiting not in host_api.get(f"/runs/{run.id}", headers=admin).text
     assert host_api.get("/nowhere", headers=ops).status_code == 404
 
 

@@ -44,6 +44,11 @@ def run_detail(snap: RunSnapshot, *, payloads: bool) -> dict[str, Any]:
     data: dict[str, Any] = plain(snap)
     data["compensation"] = snap.compensation
     data["terminal"] = snap.terminal
+    # A gate step's attempt completes before the run pauses on it: the open gate is marked on
+    # its latest visit, so the step table does not read as if the step were simply done.
+    gated = [v for v in data["steps"] if snap.gate is not None and v["name"] == snap.gate.step]
+    for step in data["steps"]:
+        step["gate_open"] = bool(gated) and step is gated[-1]
     if not payloads:
         data["payload"] = HIDDEN
         data["context"] = HIDDEN
