@@ -272,6 +272,20 @@ def test_console_options_are_checked(mesh: sm.Mesh) -> None:
         web.app("sqlite:///x.db", token=TOKEN)  # type: ignore[arg-type]
 
 
+def test_a_console_built_before_its_mesh_answers_503_until_the_mesh_is_there(
+    mesh: sm.Mesh,
+) -> None:
+    holder: dict[str, sm.Mesh | None] = {"mesh": None}  # a host's app.state before its lifespan
+    run = mesh.start("refund", {"ticket": "T-2", "card": "4242"})
+    with LiveServer(web.app(lambda: holder["mesh"], token=TOKEN)) as url:
+        early = httpx.get(f"{url}/api/runs/{run.id}", headers=BEARER)
+        assert error(early, 503)["code"] == "mesh_unavailable"
+        assert httpx.get(f"{url}/", headers=BEARER).status_code == 503
+        holder["mesh"] = mesh
+        ready = httpx.get(f"{url}/api/runs/{run.id}", headers=BEARER)
+        assert ready.status_code == 200 and ready.json()["id"] == run.id
+
+
 def test_pages_follow_the_mount_path_escape_data_and_show_only_allowed_actions(
     host_api: httpx.Client, mesh: sm.Mesh
 ) -> None:

@@ -10,8 +10,9 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Annotated
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -78,6 +79,15 @@ async def refused(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"error": body}, status_code=status)
 
 
+def mesh_of(request: Request) -> sm.Mesh:
+    """The mesh the lifespan connected (a dependency of the endpoints)."""
+    mesh: sm.Mesh = request.app.state.mesh
+    return mesh
+
+
+MeshDep = Annotated[sm.Mesh, Depends(mesh_of)]
+
+
 def _run_out(run: sm.RunSnapshot) -> RunOut:
     return RunOut(run_id=run.id, workflow=run.workflow, status=run.status.value)
 
@@ -85,17 +95,17 @@ def _run_out(run: sm.RunSnapshot) -> RunOut:
 def create_app(database_url: str | None = None) -> FastAPI:
     """The shop on ``database_url`` (else ``$SHOP_DATABASE_URL``, else ``sqlite:///shop.db``).
 
-    The mesh is connected here, since the console mounted below needs it at once; the lifespan
-    owns everything that runs: the migration, the worker, and closing the mesh.
+    Building the app opens nothing: the lifespan connects the mesh, migrates, runs the worker,
+    and closes it all at shutdown. The console finds the mesh on ``api.state`` at each request.
     """
     url = database_url or os.environ.get("SHOP_DATABASE_URL", "sqlite:///shop.db")
-    # PostgreSQL: the worker needs about one connection per lane plus two, and requests some more.
-    mesh = sm.connect(url, workflows=WORKFLOWS, max_connections=10)
 
     @asynccontextmanager
     async def lifespan(api: FastAPI) -> AsyncIterator[None]:
+        # PostgreSQL: the worker needs a connection per lane plus two, and requests some more.
+        mesh = await asyncio.to_thread(sm.connect, url, workflows=WORKFLOWS, max_connections=10)
         worker = sm.Worker(mesh, queues=[QUEUE], concurrency=4, grace_period=10)
-        api.state.worker = worker
+        api.state.mesh, api.state.worker = mesh, worker
         try:
             await mesh.aio.migrate()
             worker.start()
@@ -103,15 +113,17 @@ def create_app(database_url: str | None = None) -> FastAPI:
         finally:
             # Running steps may finish; claims left after the grace period go back to the queue.
             await asyncio.to_thread(worker.stop)
+            api.state.mesh = None
             mesh.close()
 
     api = FastAPI(title="shop", lifespan=lifespan)
-    api.state.mesh = mesh
+    api.state.mesh = None
     api.add_exception_handler(sm.SquidMeshError, refused)
-    api.mount("/workflows", web.app(mesh, auth=demo_user, title="shop workflows"))
+    console = web.app(lambda: api.state.mesh, auth=demo_user, title="shop workflows")
+    api.mount("/workflows", console)
 
     @api.post("/orders", status_code=202)
-    async def place_order(order: OrderIn, response: Response) -> RunOut:
+    async def place_order(order: OrderIn, response: Response, mesh: MeshDep) -> RunOut:
         """Start the order's fulfilment (202); the same order_id again: the same run (200)."""
         run = await mesh.aio.start(
             "order_fulfilment", order.model_dump(), idempotency_key=order.order_id
@@ -121,7 +133,7 @@ def create_app(database_url: str | None = None) -> FastAPI:
         return _run_out(run)
 
     @api.get("/orders/{run_id}")
-    async def order_status(run_id: str) -> RunDetail:
+    async def order_status(run_id: str, mesh: MeshDep) -> RunDetail:
         """Where the run is, and why."""
         run = await mesh.aio.inspect_run(run_id)
         why = await mesh.aio.explain_run(run_id)
@@ -137,7 +149,7 @@ def create_app(database_url: str | None = None) -> FastAPI:
         )
 
     @api.post("/refunds", status_code=202)
-    async def request_refund(order: OrderIn) -> RunOut:
+    async def request_refund(order: OrderIn, mesh: MeshDep) -> RunOut:
         """Start a refund; it waits for a manager's approval in the console."""
         run = await mesh.aio.start(
             "refund", order.model_dump(), idempotency_key=f"refund:{order.order_id}"

@@ -21,6 +21,7 @@ once with it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -106,7 +107,7 @@ async def _crashed(request: Request, exc: Exception) -> Response:
 
 
 def app(
-    mesh: Mesh,
+    mesh: Mesh | Callable[[], Mesh | None],
     *,
     auth: Auth | None = None,
     token: str | None = None,
@@ -116,6 +117,10 @@ def app(
     refresh_seconds: int = 5,
 ) -> Starlette:
     """The console as an ASGI app, to mount in the host's app or serve on its own.
+
+    ``mesh``: the mesh, or a callable that returns it at each request (``lambda:
+    api.state.mesh``), for a host that connects it in its lifespan, after the app is built; while
+    it returns ``None`` the console answers 503 ``mesh_unavailable``.
 
     Exactly one of ``auth`` (the host's: ``request -> User | None``) and ``token`` (a shared
     secret of at least 16 characters). ``read_only`` refuses every action and hides its buttons.

@@ -88,9 +88,9 @@ def refusal_of(exc: SquidMeshError) -> Refusal:
 
 @dataclass
 class Console:
-    """The console's settings and the mesh it operates."""
+    """The console's settings and the mesh it operates (or where to find it, per request)."""
 
-    mesh: Mesh
+    source: Callable[[], Mesh | None]
     auth: Auth | None
     token: str | None = field(repr=False)
     read_only: bool
@@ -98,10 +98,22 @@ class Console:
     title: str
     refresh_seconds: int
 
+    @property
+    def mesh(self) -> Mesh:
+        """The mesh to serve this request with; a 503 while the host has none connected."""
+        mesh = self.source()
+        if not isinstance(mesh, Mesh):
+            raise Refusal(
+                503,
+                "mesh_unavailable",
+                "the console's mesh is not connected (yet): the host's app is starting or stopping",
+            )
+        return mesh
+
     @classmethod
     def create(
         cls,
-        mesh: Mesh,
+        mesh: Mesh | Callable[[], Mesh | None],
         *,
         auth: Auth | None,
         token: str | None,
@@ -110,8 +122,15 @@ class Console:
         title: str,
         refresh_seconds: int,
     ) -> Console:
-        if not isinstance(mesh, Mesh):
-            raise InvalidOptionError("mesh", "expected the squid_mesh.Mesh of sm.connect(...)")
+        if isinstance(mesh, Mesh):
+            source: Callable[[], Mesh | None] = lambda: mesh  # noqa: E731
+        elif callable(mesh):
+            source = mesh
+        else:
+            raise InvalidOptionError(
+                "mesh",
+                "expected the squid_mesh.Mesh of sm.connect(...), or a callable returning it",
+            )
         if (auth is None) == (token is None):
             raise InvalidOptionError(
                 "auth", "give exactly one of auth= (a callable: request -> User | None) or token="
@@ -130,7 +149,7 @@ class Console:
             secret = sec.csrf_key(token) if token else os.urandom(32)
         if isinstance(refresh_seconds, bool) or not isinstance(refresh_seconds, int):
             raise InvalidOptionError("refresh_seconds", "expected an integer (0: no refresh)")
-        return cls(mesh, auth, token, bool(read_only), secret, title, max(0, refresh_seconds))
+        return cls(source, auth, token, bool(read_only), secret, title, max(0, refresh_seconds))
 
     async def identify(self, request: Request) -> tuple[User | None, bool]:
         """The user, and whether they authenticated with a bearer header (no CSRF needed then).
