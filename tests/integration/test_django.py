@@ -58,6 +58,22 @@ def _configure(folder: Path) -> None:
             },
             # Django's default transaction mode: squid-mesh refuses it.
             "deferred": {"ENGINE": "django.db.backends.sqlite3", "NAME": str(folder / "d.db")},
+            # Nothing would ever commit: refused too.
+            "manual": {
+                "ENGINE": "django.db.backends.sqlite3",
+                "NAME": str(folder / "m.db"),
+                "OPTIONS": sqlite_options,
+                "AUTOCOMMIT": False,
+            },
+            # The pg alias's database at REPEATABLE READ (pointed there by the test that uses it).
+            "pg_rr": {
+                "ENGINE": "django.db.backends.postgresql",
+                "NAME": "unused",
+                "USER": pg.username or "",
+                "HOST": pg.hostname or "",
+                "PORT": str(pg.port or ""),
+                "OPTIONS": {"isolation_level": 3},
+            },
         },
         INSTALLED_APPS=["squid_mesh.django", "tests.support.django_ledger"],
         USE_TZ=True,
@@ -69,7 +85,7 @@ def _configure(folder: Path) -> None:
 def alias(backend: str, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The backend's alias, on a fresh migrated database with the ledger table."""
     _configure(tmp_path_factory.getbasetemp())
-    from tests.support.django_ledger.models import Entry
+    from tests.support.django_ledger.models import Entry, Line
 
     name = ALIASES[backend]
     with database(backend, tmp_path) as url:
@@ -80,6 +96,7 @@ def alias(backend: str, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
         )
         with conn.schema_editor() as editor:
             editor.create_model(Entry)
+            editor.create_model(Line)
         CURRENT["alias"] = name
         try:
             yield name
@@ -176,6 +193,38 @@ def test_a_database_error_the_step_swallowed_fails_the_step(alias: str) -> None:
     assert list(entries().values_list("key", flat=True)) == ["taken"]
 
 
+def test_writes_the_commit_refuses_fail_the_attempt_under_the_retry_policy(alias: str) -> None:
+    # The foreign key is deferred: the step's write goes through, and the commit that records
+    # the step refuses the whole transaction. The attempt must fail (and count), not run again
+    # after every lease without ever being recorded.
+    from tests.support.django_ledger.models import Line
+
+    wf = sm.Workflow("orphan", version="1")
+
+    @wf.step(transactional=True, retry=sm.RetryPolicy(max_attempts=2, backoff=sm.Backoff.fixed(5)))
+    def add_line(input: Data, ctx: sm.StepContext) -> Data:
+        entries().create(key=f"attempt-{ctx.attempt}")
+        Line.objects.using(CURRENT["alias"]).create(entry_id=987654)  # no such entry
+        return {"added": True}
+
+    wf.transition("add_line", to=sm.COMPLETE)
+    clock = FakeClock()
+    with sm.connect(f"django://{alias}", workflows=[wf], clock=clock) as mesh:
+        run = mesh.start("orphan", {})
+        assert drain(mesh, until=run.id, clock=clock, advance=True) == 2
+        snapshot = mesh.inspect_run(run.id)
+        assert snapshot.status == "failed"
+        (step,) = snapshot.steps
+        assert [a.status for a in step.attempts] == ["failed", "failed"]
+        assert [a.claims for a in step.attempts] == [1, 1]
+        error = step.attempts[-1].error
+        assert error is not None and error["code"] == "step_writes_refused"
+        assert "add_line" in error["message"] and "FOREIGN KEY" in error["message"].upper()
+        assert mesh.verify() == []
+    assert not entries().exists()
+    assert not Line.objects.using(alias).exists()
+
+
 def test_a_start_inside_the_host_transaction_commits_or_rolls_back_with_it(alias: str) -> None:
     with sm.connect(f"django://{alias}", workflows=[ledger]) as mesh:
         with pytest.raises(RuntimeError), transaction.atomic(using=alias):
@@ -218,6 +267,8 @@ def test_worker_lanes_each_write_on_their_own_connection(alias: str) -> None:
 def test_a_sqlite_alias_without_immediate_transactions_is_refused(alias: str) -> None:
     with pytest.raises(sm.InvalidOptionError, match=r"\['transaction_mode'\].*IMMEDIATE"):
         sm.connect("django://deferred")
+    with pytest.raises(sm.InvalidOptionError, match=r"\['manual'\]\['AUTOCOMMIT'\]\": is False"):
+        sm.connect("django://manual")
     with pytest.raises(sm.InvalidOptionError, match=r"django://nope: no such alias"):
         sm.connect("django://nope")
     with pytest.raises(sm.InvalidOptionError, match=r"django://ALIAS"):
@@ -283,6 +334,28 @@ def test_the_worker_command_runs_the_configured_workflows(alias: str) -> None:
         call_command("squid_mesh_worker", "--max-idle", "0.3", "--concurrency", "2", stdout=out)
         assert "executed 3 step(s)" in out.getvalue()
         assert {get_mesh().inspect_run(i).status for i in ids} == {"completed"}
+
+
+@pytest.mark.parametrize("backend", ["postgres"])  # SQLite has no snapshot isolation levels
+def test_a_race_lost_inside_a_repeatable_read_host_transaction_is_not_retried(alias: str) -> None:
+    import psycopg
+
+    connections["pg_rr"].settings_dict["NAME"] = connections[alias].settings_dict["NAME"]
+    with (
+        sm.connect(f"django://{alias}", workflows=[ledger]) as mesh,
+        sm.connect("django://pg_rr", workflows=[ledger]) as snapshot_mesh,
+    ):
+        run = mesh.start("ledger", {"key": "raced"})
+        with pytest.raises(sm.StoreError) as caught, transaction.atomic(using="pg_rr"):
+            assert connections["pg_rr"].isolation_level == psycopg.IsolationLevel.REPEATABLE_READ
+            assert snapshot_mesh.inspect_run(run.id).status == "running"  # the snapshot begins
+            assert drain(mesh, until=run.id) == 1  # another connection completes the run
+            started = time.monotonic()
+            snapshot_mesh.cancel(run.id)  # decided on the snapshot's run: it lost the race
+        assert caught.match("retry the host's transaction")
+        assert time.monotonic() - started < 1.0, "the race was retried in a snapshot"
+        assert mesh.inspect_run(run.id).status == "completed"
+        assert snapshot_mesh.inspect_run(run.id).status == "completed"
 
 
 @pytest.mark.parametrize("backend", ["postgres"])  # a server can drop a connection; a file cannot

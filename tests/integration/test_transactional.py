@@ -230,3 +230,36 @@ def test_a_failed_statement_the_step_swallowed_fails_the_step(
     assert [a.status for a in step.attempts] == ["failed", "completed"]
     assert (step.attempts[0].error or {})["code"] == "step_writes_rolled_back"
     assert ledger() == ["swallow-2"]
+
+
+@pytest.mark.parametrize("backend", ["postgres"])  # SQLite: squid-mesh's connection has no FKs on
+def test_a_deferred_constraint_the_commit_breaks_fails_the_attempt(
+    make_mesh: MeshFactory, db_url: str, clock: FakeClock
+) -> None:
+    import psycopg
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE host_parent (id int PRIMARY KEY)")
+        conn.execute(
+            "CREATE TABLE host_child (parent_id int REFERENCES host_parent"
+            " DEFERRABLE INITIALLY DEFERRED)"
+        )
+    wf = sm.Workflow("orphan", version="1")
+
+    @wf.step(transactional=True, retry=sm.RetryPolicy(max_attempts=2, backoff=sm.Backoff.fixed(1)))
+    def add_child(input: dict, ctx: sm.StepContext) -> dict:
+        ctx.db.execute("INSERT INTO host_child (parent_id) VALUES (42)")  # checked at commit
+        return {}
+
+    wf.transition("add_child", to=sm.COMPLETE)
+    mesh = make_mesh([wf])
+    run = mesh.start("orphan", {})
+    first = mesh.execute_next(owner_id="w1", lease=LEASE)
+    assert first is not None and first.outcome == "retry_scheduled"
+    assert first.error is not None and first.error["code"] == "step_writes_refused"
+    clock.advance(1)
+    second = mesh.execute_next(owner_id="w1", lease=LEASE)
+    assert second is not None and second.outcome == "failed"
+    assert mesh.inspect_run(run.id).status == "failed"
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM host_child").fetchone() == (0,)

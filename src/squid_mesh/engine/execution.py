@@ -23,7 +23,7 @@ from squid_mesh.engine.results import Claim, Execution, Outcome, QueuePressure, 
 from squid_mesh.errors import LeaseLostError
 from squid_mesh.journal import facts as f
 from squid_mesh.journal.fold import AttemptState, AttemptStatus, RunState
-from squid_mesh.store.base import ChildRow, Conflict, QueueLimitRow, Tx
+from squid_mesh.store.base import ChildRow, Conflict, ConstraintViolated, QueueLimitRow, Tx
 
 # How long a process trusts its copy of the queue limits (a change reaches every worker within it).
 _LIMITS_TTL = 5.0
@@ -178,16 +178,36 @@ class Executor(Commands):
             )
             if crash.ARMED:
                 crash.reached("step.after_side_effect")
-        return self._finish(
-            claim,
-            result,
-            runnable=step is not None,
-            now=now,
-            prefetch=prefetch,
-            queue=queue,
-            awaits_children=step is not None and step.kind == "children",
-            inside=None if step is None or not step.transactional else step,
-        )
+        inside = None if step is None or not step.transactional else step
+        try:
+            return self._finish(
+                claim,
+                result,
+                runnable=step is not None,
+                now=now,
+                prefetch=prefetch,
+                queue=queue,
+                awaits_children=step is not None and step.kind == "children",
+                inside=inside,
+            )
+        except ConstraintViolated as exc:
+            if inside is None:
+                raise
+            # The commit checked a deferred constraint (a foreign key) against the step's writes
+            # and refused the whole transaction: nothing of the step or its record was kept.
+            # Left there, the attempt would run again after every lease, never counted; it
+            # fails instead, under the step's retry policy, in a transaction of its own.
+            refused = planner.StepResult(
+                error=planner.engine_error(
+                    "step_writes_refused",
+                    f"step {inside.name!r} returned, but the database refused its writes when "
+                    f"the transaction committed: {exc.message}",
+                ),
+                retryable=True,
+            )
+            return self._finish(
+                claim, refused, runnable=True, now=now, prefetch=prefetch, queue=queue
+            )
 
     def _seen_status(self, run_id: str, key: str) -> str:
         """What a running step's ``ctx.cancelled`` looks at.

@@ -7,12 +7,23 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
+from squid_mesh.errors import StoreError
 from squid_mesh.journal.facts import Entry
 from squid_mesh.journal.fold import RunState
 
 
 class Conflict(Exception):
     """A concurrent writer won the race; the engine reloads, decides again and retries."""
+
+
+class ConstraintViolated(StoreError):
+    """The database refused a write for a constraint of the host's tables.
+
+    squid-mesh's own statements break none, so this comes from a transactional step's writes,
+    typically when the transaction commits and checks a deferred foreign key (Django declares
+    its foreign keys ``DEFERRABLE INITIALLY DEFERRED``): the attempt fails, it is not retried
+    as a race.
+    """
 
 
 @dataclass(frozen=True)

@@ -177,6 +177,12 @@ class DjangoStore:
                 "PostgreSQL",
             )
         self.backend = vendor
+        if conn.settings_dict.get("AUTOCOMMIT") is False:
+            raise InvalidOptionError(
+                f"DATABASES[{alias!r}]['AUTOCOMMIT']",
+                "is False; squid-mesh needs Django's default (True): every write would join a "
+                "transaction that nothing commits",
+            )
         options = conn.settings_dict.get("OPTIONS") or {}
         if vendor == "sqlite":
             mode = str(options.get("transaction_mode") or "DEFERRED").upper()
@@ -236,14 +242,25 @@ class DjangoStore:
                 f"{self.describe()}: cannot write inside a transaction begun with "
                 "transaction.set_autocommit(False) on SQLite; use transaction.atomic()"
             )
-        with self._translated(conn), self.atomic():
-            tx = self._tx(conn, owned=outer)
-            yield tx
-            if conn.needs_rollback:
-                # Django would roll back on leaving the block, silently: say so instead.
-                raise StoreError(
-                    f"{self.describe()}: the transaction was marked for rollback by the host"
-                )
+        try:
+            with self._translated(conn), self.atomic():
+                tx = self._tx(conn, owned=outer)
+                yield tx
+                if conn.needs_rollback:
+                    # Django would roll back on leaving the block, silently: say so instead.
+                    raise StoreError(
+                        f"{self.describe()}: the transaction was marked for rollback by the host"
+                    )
+        except Conflict:
+            if outer or not self._snapshot_isolated(conn):
+                raise  # the engine reloads and retries: a new statement sees the winner's write
+            # The host's REPEATABLE READ or SERIALIZABLE snapshot can never see the winner's
+            # write: a retry inside it would lose the same race every time.
+            raise StoreError(
+                f"{self.describe()}: another writer changed the run after the host's transaction "
+                "began, and its snapshot isolation cannot see the change: retry the host's "
+                "transaction"
+            ) from None
 
     @contextmanager
     def single_write(self) -> Iterator[SqlTx]:
@@ -328,6 +345,13 @@ class DjangoStore:
         tx._store = self  # type: ignore[attr-defined]
         tx.may_plan = owned  # type: ignore[attr-defined]
         return tx
+
+    def _snapshot_isolated(self, conn: Any) -> bool:
+        """Whether the connection's transactions see one snapshot (above READ COMMITTED)."""
+        if self.backend != "postgres":
+            return False  # SQLite: the host's transaction holds the write lock; no one races it
+        level = getattr(conn, "isolation_level", None)
+        return level is not None and level > self._psycopg.IsolationLevel.READ_COMMITTED
 
     @staticmethod
     def _in_host_transaction(conn: Any) -> bool:

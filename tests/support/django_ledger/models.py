@@ -11,3 +11,12 @@ class Entry(models.Model):
 
     class Meta:
         app_label = "django_ledger"
+
+
+class Line(models.Model):
+    # Django declares foreign keys DEFERRABLE INITIALLY DEFERRED: checked when the transaction
+    # commits, not when the row is written.
+    entry = models.ForeignKey(Entry, on_delete=models.CASCADE)
+
+    class Meta:
+        app_label = "django_ledger"

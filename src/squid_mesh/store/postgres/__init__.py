@@ -13,7 +13,7 @@ from squid_mesh.errors import StoreError
 from squid_mesh.journal.facts import Entry
 from squid_mesh.journal.fold import RunState
 from squid_mesh.store import rows
-from squid_mesh.store.base import Conflict
+from squid_mesh.store.base import Conflict, ConstraintViolated
 from squid_mesh.store.queries import load_queries
 from squid_mesh.store.sql import SqlTx, apply_migrations
 
@@ -129,6 +129,8 @@ def translated_error(psycopg: Any, exc: Exception, where: str) -> Exception:
         return Conflict(str(exc))  # a stale revision: see SqlTx
     if isinstance(exc, (errors.SerializationFailure, errors.DeadlockDetected)):
         return Conflict(str(exc))
+    if isinstance(exc, psycopg.IntegrityError):
+        return ConstraintViolated(f"{where}: {type(exc).__name__}: {exc}")
     return StoreError(f"{where}: {type(exc).__name__}: {exc}")
 
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 
 from squid_mesh.errors import StoreError
-from squid_mesh.store.base import Conflict
+from squid_mesh.store.base import Conflict, ConstraintViolated
 from squid_mesh.store.queries import load_queries
 from squid_mesh.store.sql import SqlTx, apply_migrations
 
@@ -17,8 +17,10 @@ _BUSY_TIMEOUT_MS = 30_000
 
 def translated_error(exc: sqlite3.Error, where: str) -> Exception:
     """A sqlite3 error as the engine knows it: :class:`Conflict` for a stale revision."""
-    if isinstance(exc, sqlite3.IntegrityError) and "squid_mesh_facts" in str(exc):
-        return Conflict(str(exc))  # a stale revision: see SqlTx
+    if isinstance(exc, sqlite3.IntegrityError):
+        if "squid_mesh_facts" in str(exc):
+            return Conflict(str(exc))  # a stale revision: see SqlTx
+        return ConstraintViolated(f"{where}: {exc}")
     return StoreError(f"{where}: {exc}")
 
 
