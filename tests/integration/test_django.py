@@ -324,6 +324,25 @@ def test_the_settings_name_what_is_wrong(alias: str) -> None:
         get_mesh().start("ledger", {"key": "x"})  # the new setting has no workflows
 
 
+def test_manage_py_check_reports_bad_settings_before_any_request(alias: str) -> None:
+    from django.core.management.base import SystemCheckError
+
+    bad = {
+        "squid_mesh.E001.*SQUID_MESH\\['DATABSE'\\]: unknown key": {"DATABSE": alias},
+        "squid_mesh.E002.*\\['transaction_mode'\\]": {"DATABASE": "deferred"},
+        "squid_mesh.E002.*\\['AUTOCOMMIT'\\]": {"DATABASE": "manual"},
+    }
+    for message, setting in bad.items():
+        with override_settings(SQUID_MESH=setting), pytest.raises(SystemCheckError) as caught:
+            call_command("check", stdout=io.StringIO(), stderr=io.StringIO(), tags=["squid_mesh"])
+        assert caught.match(f"(?s){message}"), setting
+    good = {"DATABASE": alias, "WORKFLOWS": ["tests.integration.test_django.ledger"]}
+    out = io.StringIO()
+    with override_settings(SQUID_MESH=good):
+        call_command("check", stdout=out, tags=["squid_mesh"])
+    assert "no issues" in out.getvalue()
+
+
 def test_the_worker_command_runs_the_configured_workflows(alias: str) -> None:
     config = {"DATABASE": alias, "WORKFLOWS": ["tests.integration.test_django.ledger"]}
     with override_settings(SQUID_MESH=config):
