@@ -246,6 +246,47 @@ def test_a_start_inside_the_host_transaction_commits_or_rolls_back_with_it(alias
     assert keys == ["counter", "host-write", "kept"]
 
 
+def test_a_start_in_a_host_transaction_marked_for_rollback_is_refused(alias: str) -> None:
+    entries().create(key="taken")
+    with sm.connect(f"django://{alias}", workflows=[ledger]) as mesh:
+        with pytest.raises(sm.StoreError, match="host.s transaction is marked for rollback"):  # noqa: SIM117
+            with transaction.atomic(using=alias):
+                with contextlib.suppress(IntegrityError):  # swallowed without its own atomic
+                    entries().create(key="taken")
+                mesh.start("ledger", {"key": "never"})
+        assert mesh.list_runs().runs == ()
+
+
+@pytest.mark.parametrize("backend", ["postgres"])  # a server shows its connections
+def test_a_stopped_worker_leaves_no_connection_open(alias: str) -> None:
+    def open_connections() -> int:
+        with _admin() as admin:  # type: ignore[attr-defined]
+            name = connections[alias].settings_dict["NAME"]
+            row = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (name,)
+            ).fetchone()
+            return int(row[0])
+
+    with sm.connect(f"django://{alias}", workflows=[ledger]) as mesh:
+        ids = [mesh.start("ledger", {"key": f"w{i}"}).id for i in range(6)]
+        before = open_connections()  # this thread's own
+        worker = sm.Worker(mesh, concurrency=3, poll_interval=0.05)
+        worker.start()
+        try:
+            deadline = time.monotonic() + 30
+            while len(mesh.list_runs(status="completed", limit=6).runs) < 6:
+                assert time.monotonic() < deadline, "the worker did not finish 6 runs in 30 s"
+                time.sleep(0.05)
+            assert open_connections() > before  # the lanes, the dispatcher, the listener
+        finally:
+            worker.stop()
+        deadline = time.monotonic() + 5
+        while open_connections() > before and time.monotonic() < deadline:
+            time.sleep(0.05)  # a closed connection leaves pg_stat_activity a moment later
+        assert open_connections() == before
+        assert {mesh.inspect_run(i).status for i in ids} == {"completed"}
+
+
 def test_worker_lanes_each_write_on_their_own_connection(alias: str) -> None:
     runs = 40
     with sm.connect(f"django://{alias}", workflows=[ledger]) as mesh:

@@ -360,6 +360,14 @@ class DjangoStore:
 
     def _usable_connection(self) -> Any:
         conn = self.connection()
+        if conn.in_atomic_block and conn.needs_rollback:
+            # Django refuses queries here; squid-mesh's own statements bypass its cursor, so it
+            # says the same (on PostgreSQL the server would refuse them, less clearly).
+            raise StoreError(
+                f"{self.describe()}: the host's transaction is marked for rollback (a database "
+                "error inside it was caught outside an atomic block of its own); nothing can be "
+                "written or read in it until its atomic block ends"
+            )
         if conn.errors_occurred and not self._in_host_transaction(conn):
             # As Django does between requests: a connection that failed is checked, and
             # replaced when the server went away (a restart, a failover).
