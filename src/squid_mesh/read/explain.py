@@ -40,8 +40,8 @@ class Explanation:
     ``reason`` is one of :class:`Reason`; ``summary`` is one sentence for a person; ``steps`` the
     steps concerned; ``next_actions`` what an operator can do (``approve``, ``reject``,
     ``resume``, ``cancel``, ``replay``, ``migrate_run``, ``wait``, ``run_worker``,
-    ``set_queue_limits``); ``evidence``
-    the facts the diagnosis rests on (times as aware datetimes).
+    ``set_queue_limits``); ``evidence`` the facts the diagnosis rests on (times as aware
+    datetimes).
 
     Example:
         >>> why = mesh.explain_run(run_id)  # doctest: +SKIP
