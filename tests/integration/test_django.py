@@ -249,7 +249,7 @@ def test_a_start_inside_the_host_transaction_commits_or_rolls_back_with_it(alias
 def test_a_start_in_a_host_transaction_marked_for_rollback_is_refused(alias: str) -> None:
     entries().create(key="taken")
     with sm.connect(f"django://{alias}", workflows=[ledger]) as mesh:
-        with pytest.raises(sm.StoreError, match="host.s transaction is marked for rollback"):  # noqa: SIM117
+        with pytest.raises(sm.StoreError, match="host's transaction is marked for rollback"):  # noqa: SIM117
             with transaction.atomic(using=alias):
                 with contextlib.suppress(IntegrityError):  # swallowed without its own atomic
                     entries().create(key="taken")
