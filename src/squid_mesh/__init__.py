@@ -43,6 +43,7 @@ from squid_mesh.errors import (
     SquidMeshError,
     StoreError,
     UnknownWorkflowError,
+    WaitTimeoutError,
     WrongGateError,
 )
 from squid_mesh.journal.fold import AttemptStatus, RunStatus
@@ -122,6 +123,7 @@ __all__ = [
     "StoreError",
     "SystemEntropy",
     "UnknownWorkflowError",
+    "WaitTimeoutError",
     "Worker",
     "WorkerSeen",
     "Workflow",

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
+from datetime import timedelta
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 # mesh.py imports this module lazily (in ``Mesh.aio``), so this import is not circular.
 from squid_mesh.mesh import Mesh
+from squid_mesh.read.snapshot import RunSnapshot
+from squid_mesh.read.waiting import wait_flow
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -85,3 +88,26 @@ class AsyncMesh:
     workers = _Offloaded(Mesh.workers)
     schedules = _Offloaded(Mesh.schedules)
     verify = _Offloaded(Mesh.verify)
+
+    async def wait_run(
+        self,
+        run_id: str,
+        *,
+        timeout: float | timedelta | None = None,
+        until: Iterable[str] | str | None = None,
+        poll_interval: float | timedelta = 0.5,
+    ) -> RunSnapshot:
+        """:meth:`Mesh.wait_run`, sleeping on the event loop between looks (no thread held).
+
+        Example:
+            >>> done = await mesh.aio.wait_run(run.id, timeout=30)  # doctest: +SKIP
+        """
+        flow = wait_flow(run_id, until=until, timeout=timeout, poll_interval=poll_interval)
+        delay = next(flow)
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                delay = flow.send(await self.inspect_run(run_id))
+            except StopIteration as done:
+                found: RunSnapshot = done.value
+                return found

@@ -99,6 +99,23 @@ class RunNotFoundError(SquidMeshError):
         super().__init__(f"run_id {run_id!r}: no such run")
 
 
+class WaitTimeoutError(SquidMeshError, TimeoutError):
+    """``wait_run`` gave up: the run did not reach the awaited status in time.
+
+    Also a :class:`TimeoutError`. ``status`` is the run's status when the wait ended.
+    """
+
+    code = "wait_timeout"
+
+    def __init__(self, run_id: str, status: str, timeout: float, awaited: list[str]) -> None:
+        self.run_id = run_id
+        self.status = status
+        super().__init__(
+            f"run {run_id!r} is still {status} after {timeout:g} s "
+            f"(waited for: {', '.join(awaited)})"
+        )
+
+
 class IdempotencyConflictError(SquidMeshError):
     """An idempotency key (or explicit run id) is already used by a run with a different payload."""
 

@@ -6,7 +6,7 @@ import functools
 import logging
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +37,7 @@ from squid_mesh.read.listing import (
 )
 from squid_mesh.read.queues import QueueLimits, QueueStats, ScheduleView, WorkerSeen
 from squid_mesh.read.snapshot import RunSnapshot, commands_of, snapshot, to_datetime
+from squid_mesh.read.waiting import wait_flow
 from squid_mesh.store import open_store
 from squid_mesh.store.base import QueueLimitRow
 
@@ -420,6 +421,38 @@ class Mesh:
             parked=self._engine.parked(state),
             commands=commands_of(around.receipts, around.repeats),
         )
+
+    def wait_run(
+        self,
+        run_id: str,
+        *,
+        timeout: float | timedelta | None = None,
+        until: Iterable[str] | str | None = None,
+        poll_interval: float | timedelta = 0.5,
+    ) -> RunSnapshot:
+        """Block until the run has finished (or reached a status of ``until``); its snapshot.
+
+        The workers run the steps; this only looks, every ``poll_interval`` seconds at most (the
+        first looks come sooner). ``until``: the statuses to wait for (say ``"paused"``, to act
+        on an approval gate); by default ``completed``, ``failed`` and ``cancelled``.
+        ``timeout`` (seconds or a ``timedelta``; none by default) raises
+        :class:`~squid_mesh.WaitTimeoutError`, which is also a :class:`TimeoutError`.
+        ``mesh.aio.wait_run`` waits without holding a thread.
+
+        Example:
+            >>> run = mesh.start("payment_recovery", {"invoice_id": "inv_1"})  # doctest: +SKIP
+            >>> mesh.wait_run(run.id, timeout=30).status  # doctest: +SKIP
+            <RunStatus.COMPLETED: 'completed'>
+        """
+        flow = wait_flow(run_id, until=until, timeout=timeout, poll_interval=poll_interval)
+        delay = next(flow)
+        while True:
+            time.sleep(delay)
+            try:
+                delay = flow.send(self.inspect_run(run_id))
+            except StopIteration as done:
+                found: RunSnapshot = done.value
+                return found
 
     def list_runs(
         self,

@@ -75,6 +75,7 @@ PUBLIC = sorted(
         "UnknownWorkflowError",
         "Workflow",
         "Worker",
+        "WaitTimeoutError",
         "WrongGateError",
         "__version__",
         "connect",
