@@ -350,6 +350,36 @@ def show(ctx: click.Context, run_id: str, history: bool, as_json: bool) -> None:
         click.echo(f"  {entry.seq:>3} {entry.kind}")
 
 
+@runs.command("wait")
+@click.argument("run_id")
+@click.option(
+    "--timeout", type=click.FloatRange(min=0, min_open=True), default=None, help="Seconds at most."
+)
+@click.option(
+    "--until",
+    "until",
+    multiple=True,
+    type=click.Choice([s.value for s in sm.RunStatus]),
+    help="A status to wait for (repeatable; default: completed, failed, cancelled).",
+)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@_refusals
+def wait(
+    ctx: click.Context, run_id: str, timeout: float | None, until: tuple[str, ...], as_json: bool
+) -> None:
+    """Wait until the run finishes (or reaches --until); exit 1 if it failed or was cancelled."""
+    with _mesh(ctx) as mesh:
+        snap = mesh.wait_run(run_id, timeout=timeout, until=until or None)
+    if as_json:
+        _emit(snap)
+    else:
+        click.echo(f"{snap.id}  {snap.status.value}")
+    # A script goes on after `runs wait` only when the run got where it should.
+    if snap.status in (sm.RunStatus.FAILED, sm.RunStatus.CANCELLED) and snap.status not in until:
+        sys.exit(1)
+
+
 @runs.command("explain")
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True)

@@ -76,6 +76,40 @@ def test_operating_a_run_from_the_shell(db_url: str) -> None:
 
 
 @pytest.mark.slow
+def test_runs_wait_blocks_until_a_worker_finishes_the_run(db_url: str) -> None:
+    with sm.connect(db_url, workflows=all_workflows()) as mesh:
+        mesh.migrate()
+        run = mesh.start("acc_three", {"n": 1})
+        dropped = mesh.start("acc_three", {"n": 2})
+        mesh.cancel(dropped.id, reason="not needed")
+    early = cli(db_url, "runs", "wait", run.id, "--timeout", "0.3")
+    assert early.returncode == 1 and "still running after 0.3 s" in early.stderr
+    base = [sys.executable, "-m", "squid_mesh.cli", "--db", db_url, "--app", APP]
+    waiting = subprocess.Popen(
+        [*base, "runs", "wait", run.id, "--timeout", "60", "--json"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(0.5)
+        assert waiting.poll() is None, "it returned before any worker ran the steps"
+        assert "executed 3 step(s)" in ok(db_url, "worker", "--max-idle", "0.5")
+        out, err = waiting.communicate(timeout=30)
+    finally:
+        waiting.kill()
+    assert waiting.returncode == 0, err
+    done = json.loads(out)
+    assert done["status"] == "completed" and done["context"]["c"] == 3
+    cancelled = cli(db_url, "runs", "wait", dropped.id)
+    assert cancelled.returncode == 1 and cancelled.stdout.split() == [dropped.id, "cancelled"]
+    assert ok(db_url, "runs", "wait", dropped.id, "--until", "cancelled").split()[1] == "cancelled"
+    bad = cli(db_url, "runs", "wait", run.id, "--until", "finished")
+    assert bad.returncode == 2 and "--until" in bad.stderr
+
+
+@pytest.mark.slow
 def test_refusals_exit_1_and_usage_errors_exit_2(db_url: str) -> None:
     with sm.connect(db_url, workflows=all_workflows()) as mesh:
         run = mesh.start("acc_three", {"n": 1})
