@@ -42,6 +42,13 @@ def _configure(folder: Path) -> None:
         return
     pg = urlsplit(ADMIN_URL)
     sqlite_options = {"transaction_mode": "IMMEDIATE", "timeout": 30}
+    postgres = {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": "unused",
+        "USER": pg.username or "",
+        "HOST": pg.hostname or "",
+        "PORT": str(pg.port or ""),
+    }
     settings.configure(
         DATABASES={
             "default": {
@@ -49,13 +56,7 @@ def _configure(folder: Path) -> None:
                 "NAME": str(folder / "unused.db"),
                 "OPTIONS": sqlite_options,
             },
-            "pg": {
-                "ENGINE": "django.db.backends.postgresql",
-                "NAME": "unused",
-                "USER": pg.username or "",
-                "HOST": pg.hostname or "",
-                "PORT": str(pg.port or ""),
-            },
+            "pg": postgres,
             # Django's default transaction mode: squid-mesh refuses it.
             "deferred": {"ENGINE": "django.db.backends.sqlite3", "NAME": str(folder / "d.db")},
             # Nothing would ever commit: refused too.
@@ -66,14 +67,7 @@ def _configure(folder: Path) -> None:
                 "AUTOCOMMIT": False,
             },
             # The pg alias's database at REPEATABLE READ (pointed there by the test that uses it).
-            "pg_rr": {
-                "ENGINE": "django.db.backends.postgresql",
-                "NAME": "unused",
-                "USER": pg.username or "",
-                "HOST": pg.hostname or "",
-                "PORT": str(pg.port or ""),
-                "OPTIONS": {"isolation_level": 3},
-            },
+            "pg_rr": {**postgres, "OPTIONS": {"isolation_level": 3}},
         },
         INSTALLED_APPS=["squid_mesh.django", "tests.support.django_ledger"],
         USE_TZ=True,
