@@ -68,6 +68,8 @@ def _configure(folder: Path) -> None:
             },
             # The pg alias's database at REPEATABLE READ (pointed there by the test that uses it).
             "pg_rr": {**postgres, "OPTIONS": {"isolation_level": 3}},
+            # The pg alias's database with Django's per-request health checks.
+            "pg_hc": {**postgres, "CONN_HEALTH_CHECKS": True, "CONN_MAX_AGE": None},
         },
         INSTALLED_APPS=["squid_mesh.django", "tests.support.django_ledger"],
         USE_TZ=True,
@@ -425,6 +427,27 @@ def test_a_connection_the_server_dropped_is_replaced(alias: str) -> None:
             mesh.inspect_run(first.id)
         # The next call checks the connection, finds it gone, and Django connects again.
         assert mesh.inspect_run(first.id).status == "running"
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_with_health_checks_a_new_request_never_meets_a_dropped_connection(alias: str) -> None:
+    from django.core.signals import request_finished, request_started
+
+    connections["pg_hc"].settings_dict["NAME"] = connections[alias].settings_dict["NAME"]
+    with sm.connect("django://pg_hc", workflows=[ledger]) as mesh:
+        request_started.send(sender=None)
+        run = mesh.start("ledger", {"key": "checked"})
+        request_finished.send(sender=None)  # CONN_MAX_AGE None: the connection is kept
+        with connections["pg_hc"].cursor() as cur:
+            cur.execute("SELECT pg_backend_pid()")
+            (pid,) = cur.fetchone()
+        with _admin() as admin:  # type: ignore[attr-defined]
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        request_started.send(sender=None)  # the next request: its first use checks the connection
+        assert mesh.inspect_run(run.id).status == "running"
+        with connections["pg_hc"].cursor() as cur:
+            cur.execute("SELECT pg_backend_pid()")
+            assert cur.fetchone()[0] != pid  # a new connection
         second = mesh.start("ledger", {"key": "after"})
         assert drain(mesh, until=second.id) == 2
 

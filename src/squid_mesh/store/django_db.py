@@ -368,10 +368,16 @@ class DjangoStore:
                 "error inside it was caught outside an atomic block of its own); nothing can be "
                 "written or read in it until its atomic block ends"
             )
-        if conn.errors_occurred and not self._in_host_transaction(conn):
+        if self._in_host_transaction(conn):
+            return conn
+        if conn.errors_occurred:
             # As Django does between requests: a connection that failed is checked, and
             # replaced when the server went away (a restart, a failover).
             conn.close_if_unusable_or_obsolete()
+        # With CONN_HEALTH_CHECKS, Django checks a connection once per request, when its cursor
+        # is first used; squid-mesh's statements bypass that cursor, so it asks here (a no-op
+        # once checked, until the next request begins).
+        conn.close_if_health_check_failed()
         return conn
 
     @contextmanager
