@@ -133,6 +133,19 @@ def test_an_order_completes_with_every_step_recorded_once(shop: Shop) -> None:
     assert run.context["receipt_sent"] is True and run.context["charged"] == 1250
 
 
+def test_a_long_poll_answers_when_the_run_has_finished(shop: Shop) -> None:
+    run_id = place(shop.http, "o-long")
+    reply = shop.http.get(f"/orders/{run_id}", params={"wait": 15})
+    assert reply.status_code == 200 and reply.json()["status"] == "completed", reply.text
+    refund = shop.http.post("/refunds", json={"order_id": "o-long", "amount": 5}).json()["run_id"]
+    poll(shop.http, f"/orders/{refund}", until="paused")
+    began = time.monotonic()
+    held = shop.http.get(f"/orders/{refund}", params={"wait": 0.5})  # it waits at its gate
+    assert held.status_code == 200 and held.json()["status"] == "paused"
+    assert time.monotonic() - began >= 0.5  # the whole wait: paused is not an end
+    assert shop.http.get(f"/orders/{run_id}", params={"wait": 31}).status_code == 422
+
+
 def test_a_repeated_order_returns_the_same_run(shop: Shop) -> None:
     first = place(shop.http, "o-2")
     assert place(shop.http, "o-2", status=200) == first  # 200: nothing new was started

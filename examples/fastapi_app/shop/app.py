@@ -7,12 +7,13 @@ One process serves HTTP and runs the workflows: the lifespan migrates the databa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -133,8 +134,14 @@ def create_app(database_url: str | None = None) -> FastAPI:
         return _run_out(run)
 
     @api.get("/orders/{run_id}")
-    async def order_status(run_id: str, mesh: MeshDep) -> RunDetail:
-        """Where the run is, and why."""
+    async def order_status(
+        run_id: str, mesh: MeshDep, wait: Annotated[float, Query(ge=0, le=30)] = 0
+    ) -> RunDetail:
+        """Where the run is, and why; ``?wait=S`` holds the answer up to S seconds for its end."""
+        if wait:
+            # A long poll: the request sleeps on the event loop, holding no thread.
+            with contextlib.suppress(sm.WaitTimeoutError):
+                await mesh.aio.wait_run(run_id, timeout=wait, poll_interval=0.2)
         run = await mesh.aio.inspect_run(run_id)
         why = await mesh.aio.explain_run(run_id)
         steps = [
