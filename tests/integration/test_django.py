@@ -221,6 +221,28 @@ def test_writes_the_commit_refuses_fail_the_attempt_under_the_retry_policy(alias
     assert not Line.objects.using(alias).exists()
 
 
+def test_an_on_commit_callback_that_fails_after_the_commit_raises_as_it_is(alias: str) -> None:
+    # The step is recorded (the transaction committed); the host's callback then fails on its
+    # own: that error is the host's, not the database refusing the step's writes.
+    wf = sm.Workflow("hooked", version="1")
+
+    @wf.step(transactional=True)
+    def write(input: Data, ctx: sm.StepContext) -> Data:
+        entries().create(key=ctx.run_id)
+        transaction.on_commit(lambda: entries().create(key=ctx.run_id), using=CURRENT["alias"])
+        return {}
+
+    wf.transition("write", to=sm.COMPLETE)
+    with sm.connect(f"django://{alias}", workflows=[wf]) as mesh:
+        run = mesh.start("hooked", {})
+        with pytest.raises(IntegrityError):
+            mesh.execute_next(owner_id="w")
+        snapshot = mesh.inspect_run(run.id)
+        assert snapshot.status == "completed"
+        assert [a.status for a in snapshot.steps[0].attempts] == ["completed"]
+    assert entries().filter(key=run.id).count() == 1
+
+
 def test_a_start_inside_the_host_transaction_commits_or_rolls_back_with_it(alias: str) -> None:
     with sm.connect(f"django://{alias}", workflows=[ledger]) as mesh:
         with pytest.raises(RuntimeError), transaction.atomic(using=alias):
@@ -412,6 +434,29 @@ def test_a_race_lost_inside_a_repeatable_read_host_transaction_is_not_retried(al
         assert time.monotonic() - started < 1.0, "the race was retried in a snapshot"
         assert mesh.inspect_run(run.id).status == "completed"
         assert snapshot_mesh.inspect_run(run.id).status == "completed"
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_a_step_that_heartbeats_inside_a_repeatable_read_host_transaction_completes(
+    alias: str,
+) -> None:
+    # The heartbeat changes the run inside the host's own transaction: the record's optimistic
+    # save is stale against it, and the locked path (which sees it) must still record the step.
+    connections["pg_rr"].settings_dict["NAME"] = connections[alias].settings_dict["NAME"]
+    wf = sm.Workflow("beating", version="1")
+
+    @wf.step()
+    def beat(input: Data, ctx: sm.StepContext) -> Data:
+        ctx.heartbeat()
+        return {"beat": True}
+
+    wf.transition("beat", to=sm.COMPLETE)
+    with sm.connect("django://pg_rr", workflows=[wf]) as mesh:
+        run = mesh.start("beating", {})
+        with transaction.atomic(using="pg_rr"):
+            done = mesh.execute_next(owner_id="w")
+        assert done is not None and done.outcome == "completed"
+        assert mesh.inspect_run(run.id).status == "completed"
 
 
 @pytest.mark.parametrize("backend", ["postgres"])  # a server can drop a connection; a file cannot

@@ -17,7 +17,7 @@ from squid_mesh.errors import DefinitionError, RunNotFoundError, StoreError, Unk
 from squid_mesh.journal import facts as f
 from squid_mesh.journal.fold import AttemptStatus, RunState, RunStatus, apply
 from squid_mesh.observe.telemetry import Telemetry
-from squid_mesh.store.base import ChildRow, Conflict, QueueLimitRow, Store, Tx
+from squid_mesh.store.base import ChildRow, Conflict, QueueLimitRow, SnapshotConflict, Store, Tx
 
 T = TypeVar("T")
 logger = logging.getLogger("squid_mesh")
@@ -121,6 +121,8 @@ class EngineBase:
             try:
                 with begin() as tx:
                     return fn(tx)
+            except SnapshotConflict as exc:
+                raise StoreError(f"{self.store.describe()}: {exc}") from None
             except Conflict:
                 time.sleep(min(0.001 * 2 ** min(attempt, 6), 0.05) * self.entropy.fraction())
         raise StoreError(f"{self.store.describe()}: gave up after {_MAX_RACES} write races")

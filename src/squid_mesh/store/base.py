@@ -16,6 +16,16 @@ class Conflict(Exception):
     """A concurrent writer won the race; the engine reloads, decides again and retries."""
 
 
+class SnapshotConflict(Conflict):
+    """A race lost inside a host's transaction whose snapshot can never see the winner's write.
+
+    A REPEATABLE READ or SERIALIZABLE transaction of the host (Django's): reloading inside it
+    finds the same stale run, so the engine does not retry it; the host must retry its
+    transaction. A record's optimistic save still falls back to its locked path on it (the
+    change may be the host transaction's own, a heartbeat's, which the locked path sees).
+    """
+
+
 class ConstraintViolated(StoreError):
     """The database refused a write for a constraint of the host's tables.
 

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from typing import Any, cast
 
 from squid_mesh.errors import InvalidOptionError, StoreError
-from squid_mesh.store.base import Conflict
+from squid_mesh.store.base import Conflict, SnapshotConflict
 from squid_mesh.store.queries import load_queries
 from squid_mesh.store.sql import SqlTx, apply_migrations
 
@@ -242,8 +242,13 @@ class DjangoStore:
                 f"{self.describe()}: cannot write inside a transaction begun with "
                 "transaction.set_autocommit(False) on SQLite; use transaction.atomic()"
             )
+        committed: list[bool] = []
         try:
-            with self._translated(conn), self.atomic():
+            with self._translated(conn, committed), self.atomic():
+                if outer:
+                    # The first of the commit's callbacks: whatever fails after it is a host's
+                    # callback (a step's on_commit), after the transaction committed.
+                    self._transaction.on_commit(lambda: committed.append(True), using=self._alias)
                 tx = self._tx(conn, owned=outer)
                 yield tx
                 if conn.needs_rollback:
@@ -256,10 +261,9 @@ class DjangoStore:
                 raise  # the engine reloads and retries: a new statement sees the winner's write
             # The host's REPEATABLE READ or SERIALIZABLE snapshot can never see the winner's
             # write: a retry inside it would lose the same race every time.
-            raise StoreError(
-                f"{self.describe()}: another writer changed the run after the host's transaction "
-                "began, and its snapshot isolation cannot see the change: retry the host's "
-                "transaction"
+            raise SnapshotConflict(
+                "another writer changed the run after the host's transaction began, and its "
+                "snapshot isolation cannot see the change: retry the host's transaction"
             ) from None
 
     @contextmanager
@@ -381,21 +385,23 @@ class DjangoStore:
         return conn
 
     @contextmanager
-    def _translated(self, conn: Any) -> Iterator[None]:
+    def _translated(self, conn: Any, committed: list[bool] | None = None) -> Iterator[None]:
+        """Driver and Django errors as the engine knows them.
+
+        ``committed`` is set once the transaction has committed: an error after that comes from
+        a host's ``on_commit`` callback, and goes out as it is, not as the database's refusal.
+        """
         from django.db import Error as DjangoError
 
         try:
             yield
         except Conflict:
             raise
-        except self._db_errors as exc:
-            error = self._translate(exc)
-            if not isinstance(error, Conflict):
-                conn.errors_occurred = True
-            raise error from exc
-        except DjangoError as exc:
+        except (*self._db_errors, DjangoError) as exc:
+            if committed:
+                raise
             # Django wraps the driver's errors (at commit, say): a lost race inside is a Conflict.
-            cause = exc.__cause__
+            cause = exc if isinstance(exc, self._db_errors) else exc.__cause__
             error = (
                 self._translate(cause)
                 if isinstance(cause, self._db_errors)
