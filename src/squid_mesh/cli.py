@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import math
 import os
 import re
 import signal
@@ -368,15 +369,18 @@ def show(ctx: click.Context, run_id: str, history: bool, as_json: bool) -> None:
 def wait(
     ctx: click.Context, run_id: str, timeout: float | None, until: tuple[str, ...], as_json: bool
 ) -> None:
-    """Wait until the run finishes (or reaches --until); exit 1 if it failed or was cancelled."""
+    """Wait until the run finishes (or reaches --until); exit 1 unless it completed (or got there)."""
+    if timeout is not None and not math.isfinite(timeout):
+        raise click.BadParameter("expected a finite number of seconds", param_hint="'--timeout'")
     with _mesh(ctx) as mesh:
         snap = mesh.wait_run(run_id, timeout=timeout, until=until or None)
     if as_json:
         _emit(snap)
     else:
         click.echo(f"{snap.id}  {snap.status.value}")
-    # A script goes on after `runs wait` only when the run got where it should.
-    if snap.status in (sm.RunStatus.FAILED, sm.RunStatus.CANCELLED) and snap.status not in until:
+    # A script goes on after `runs wait` only when the run got where it should: completed, or a
+    # status it named (a run that failed while the script waited for "paused" did not).
+    if snap.status not in (until or (sm.RunStatus.COMPLETED,)):
         sys.exit(1)
 
 

@@ -434,7 +434,8 @@ class Mesh:
 
         The workers run the steps; this only looks, every ``poll_interval`` seconds at most (the
         first looks come sooner). ``until``: the statuses to wait for (say ``"paused"``, to act
-        on an approval gate); by default ``completed``, ``failed`` and ``cancelled``.
+        on an approval gate); by default ``completed``, ``failed`` and ``cancelled``. A run that
+        finishes in a status not in ``until`` ends the wait all the same: check ``snap.status``.
         ``timeout`` (seconds or a ``timedelta``; none by default) raises
         :class:`~squid_mesh.WaitTimeoutError`, which is also a :class:`TimeoutError`.
         ``mesh.aio.wait_run`` waits without holding a thread.

@@ -105,6 +105,11 @@ def test_runs_wait_blocks_until_a_worker_finishes_the_run(db_url: str) -> None:
     cancelled = cli(db_url, "runs", "wait", dropped.id)
     assert cancelled.returncode == 1 and cancelled.stdout.split() == [dropped.id, "cancelled"]
     assert ok(db_url, "runs", "wait", dropped.id, "--until", "cancelled").split()[1] == "cancelled"
+    never = cli(db_url, "runs", "wait", dropped.id, "--until", "paused")  # it ended: no hang
+    assert never.returncode == 1 and never.stdout.split() == [dropped.id, "cancelled"]
+    for endless in ("nan", "inf"):
+        refused = cli(db_url, "runs", "wait", run.id, "--timeout", endless)
+        assert refused.returncode == 2 and "--timeout" in refused.stderr
     bad = cli(db_url, "runs", "wait", run.id, "--until", "finished")
     assert bad.returncode == 2 and "--until" in bad.stderr
 

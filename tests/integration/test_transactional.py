@@ -232,18 +232,35 @@ def test_a_failed_statement_the_step_swallowed_fails_the_step(
     assert ledger() == ["swallow-2"]
 
 
-@pytest.mark.parametrize("backend", ["postgres"])  # SQLite: squid-mesh's connection has no FKs on
 def test_a_deferred_constraint_the_commit_breaks_fails_the_attempt(
     make_mesh: MeshFactory, db_url: str, clock: FakeClock
 ) -> None:
-    import psycopg
+    tables = [
+        "CREATE TABLE host_parent (id int PRIMARY KEY)",
+        "CREATE TABLE host_child (parent_id int REFERENCES host_parent (id)"
+        " DEFERRABLE INITIALLY DEFERRED)",
+    ]
+    if db_url.startswith("sqlite:///"):  # squid-mesh's SQLite connection enforces foreign keys
+        path = db_url.removeprefix("sqlite:///")
+        with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+            for sql in tables:
+                conn.execute(sql)
 
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE host_parent (id int PRIMARY KEY)")
-        conn.execute(
-            "CREATE TABLE host_child (parent_id int REFERENCES host_parent"
-            " DEFERRABLE INITIALLY DEFERRED)"
-        )
+        def children() -> int:
+            with contextlib.closing(sqlite3.connect(path)) as conn:
+                return int(conn.execute("SELECT count(*) FROM host_child").fetchone()[0])
+
+    else:
+        import psycopg
+
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            for sql in tables:
+                conn.execute(sql)
+
+        def children() -> int:
+            with psycopg.connect(db_url, autocommit=True) as conn:
+                return int(conn.execute("SELECT count(*) FROM host_child").fetchone()[0])
+
     wf = sm.Workflow("orphan", version="1")
 
     @wf.step(transactional=True, retry=sm.RetryPolicy(max_attempts=2, backoff=sm.Backoff.fixed(1)))
@@ -261,5 +278,5 @@ def test_a_deferred_constraint_the_commit_breaks_fails_the_attempt(
     second = mesh.execute_next(owner_id="w1", lease=LEASE)
     assert second is not None and second.outcome == "failed"
     assert mesh.inspect_run(run.id).status == "failed"
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        assert conn.execute("SELECT count(*) FROM host_child").fetchone() == (0,)
+    assert children() == 0
+    assert mesh.verify() == []

@@ -284,6 +284,9 @@ def test_a_console_built_before_its_mesh_answers_503_until_the_mesh_is_there(
         holder["mesh"] = mesh
         ready = httpx.get(f"{url}/api/runs/{run.id}", headers=BEARER)
         assert ready.status_code == 200 and ready.json()["id"] == run.id
+        holder["mesh"] = "sqlite:///x.db"  # type: ignore[assignment]  # a host's mistake
+        wrong = httpx.get(f"{url}/api/runs/{run.id}", headers=BEARER)
+        assert error(wrong, 500)["code"] == "internal_error"  # not "not connected yet"
 
 
 def test_pages_follow_the_mount_path_escape_data_and_show_only_allowed_actions(

@@ -51,10 +51,23 @@ def test_the_last_sleep_ends_at_the_deadline_and_then_it_times_out() -> None:
     assert flow.send(run_in("running")) == pytest.approx(0.005)  # only what is left
     clock.now += 0.005
     with pytest.raises(sm.WaitTimeoutError) as caught:
-        flow.send(run_in("completed"))  # finished, but not what was awaited
+        flow.send(run_in("running"))
     assert isinstance(caught.value, TimeoutError) and caught.value.code == "wait_timeout"
-    assert caught.value.status == "completed"
-    assert str(caught.value) == "run 'r1' is still completed after 0.035 s (waited for: paused)"
+    assert caught.value.status == "running"
+    assert str(caught.value) == "run 'r1' is still running after 0.035 s (waited for: paused)"
+
+
+@pytest.mark.parametrize("final", ["completed", "failed", "cancelled"])
+def test_a_run_that_finished_ends_a_wait_for_another_status(final: str) -> None:
+    # A finished run never moves again: waiting on for "paused" would last the whole timeout,
+    # or for ever without one.
+    flow = wait_flow("r1", until="paused", timeout=None, poll_interval=1, clock=Clock())
+    next(flow)
+    assert flow.send(run_in("running")) == 0.01
+    done = run_in(final)
+    with pytest.raises(StopIteration) as stopped:
+        flow.send(done)
+    assert stopped.value.value is done
 
 
 @pytest.mark.parametrize(

@@ -49,6 +49,8 @@ def wait_flow(
 ) -> WaitFlow:
     """Check the options, then yield sleeps and take snapshots until one has an awaited status.
 
+    A run that finished in a status not awaited ends the wait too: the snapshot says how.
+
     The first yield is 0 (look at once); the options are checked before it, so a bad one is
     refused before anything is read.
     """
@@ -59,7 +61,8 @@ def wait_flow(
     delay, following = 0.0, min(_FIRST_DELAY, ceiling)
     while True:
         snap = yield delay
-        if snap.status in wanted:
+        # A finished run never moves again: its end ends the wait, awaited or not.
+        if snap.status in wanted or snap.status.terminal:
             return snap
         left = None if deadline is None else deadline - clock()
         if left is not None and left <= 0:

@@ -102,11 +102,17 @@ class Console:
     def mesh(self) -> Mesh:
         """The mesh to serve this request with; a 503 while the host has none connected."""
         mesh = self.source()
-        if not isinstance(mesh, Mesh):
+        if mesh is None:
             raise Refusal(
                 503,
                 "mesh_unavailable",
                 "the console's mesh is not connected (yet): the host's app is starting or stopping",
+            )
+        if not isinstance(mesh, Mesh):
+            # A wrong object given to web.app(...): a host's bug, not a passing state.
+            raise TypeError(
+                f"web.app(mesh=...): the callable returned a {type(mesh).__name__}, "
+                "not a squid_mesh.Mesh (or None while there is none)"
             )
         return mesh
 
