@@ -285,8 +285,21 @@ def test_a_stopped_worker_leaves_no_connection_open(alias: str) -> None:
             ).fetchone()
             return int(row[0])
 
-    with sm.connect(f"django://{alias}", workflows=[ledger]) as mesh:
-        ids = [mesh.start("ledger", {"key": f"w{i}"}).id for i in range(6)]
+    # A step may also use another alias (here the same database, another DATABASES entry): the
+    # worker's threads must close those connections too as they end.
+    connections["pg_rr"].settings_dict["NAME"] = connections[alias].settings_dict["NAME"]
+    report = sm.Workflow("report", version="1")
+
+    @report.step()
+    def look(input: Data, ctx: sm.StepContext) -> Data:
+        with connections["pg_rr"].cursor() as cur:
+            cur.execute("SELECT 1")
+        return {}
+
+    report.transition("look", to=sm.COMPLETE)
+    with sm.connect(f"django://{alias}", workflows=[ledger, report]) as mesh:
+        ids = [mesh.start("ledger", {"key": f"w{i}"}).id for i in range(3)]
+        ids += [mesh.start("report", {}).id for _ in range(3)]
         before = open_connections()  # this thread's own
         worker = sm.Worker(mesh, concurrency=3, poll_interval=0.05)
         worker.start()

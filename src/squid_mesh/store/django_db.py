@@ -336,11 +336,12 @@ class DjangoStore:
         """Nothing to release: Django owns the connections."""
 
     def release_thread(self) -> None:
-        """Close the calling thread's connection (the thread is ending: nobody else can).
+        """Close the calling thread's connections (the thread is ending: nobody else can).
 
-        Whatever it still had open is rolled back by the database.
+        Every alias's, not only this store's: the thread's steps may have used others. Whatever
+        they still had open is rolled back by the database.
         """
-        self.connection().close()
+        self._connections.close_all()
 
     def _tx(self, conn: Any, *, owned: bool = False) -> SqlTx:
         tx = self._tx_class(
