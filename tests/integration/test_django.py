@@ -243,6 +243,31 @@ def test_an_on_commit_callback_that_fails_after_the_commit_raises_as_it_is(alias
     assert entries().filter(key=run.id).count() == 1
 
 
+def test_a_durable_atomic_block_inside_a_transactional_step_fails_the_attempt(
+    alias: str,
+) -> None:
+    # durable=True promises a commit at the end of the block; inside the recording transaction
+    # Django refuses it, and the attempt fails with nothing of the step kept.
+    wf = sm.Workflow("durable", version="1")
+
+    @wf.step(transactional=True, retry=sm.RetryPolicy(max_attempts=1))
+    def insist(input: Data, ctx: sm.StepContext) -> Data:
+        entries().create(key="before")
+        with transaction.atomic(using=CURRENT["alias"], durable=True):
+            entries().create(key="inside")
+        return {}
+
+    wf.transition("insist", to=sm.COMPLETE)
+    with sm.connect(f"django://{alias}", workflows=[wf]) as mesh:
+        run = mesh.start("durable", {})
+        drain(mesh, until=run.id)
+        snapshot = mesh.inspect_run(run.id)
+        assert snapshot.status == "failed"
+        assert snapshot.error is not None and snapshot.error["type"] == "builtins.RuntimeError"
+        assert "durable" in snapshot.error["message"]
+    assert not entries().exists()
+
+
 def test_a_start_inside_the_host_transaction_commits_or_rolls_back_with_it(alias: str) -> None:
     with sm.connect(f"django://{alias}", workflows=[ledger]) as mesh:
         with pytest.raises(RuntimeError), transaction.atomic(using=alias):
